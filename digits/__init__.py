@@ -1,5 +1,10 @@
 """Handwritten digit recognition as a reproducible DVC pipeline: the library the stages and the app share."""
 
+import os
+
+# TensorFlow's C++ start-up chatter (CPU feature notes, oneDNN banners) buries the stage's own progress.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 class DigitsError(Exception):
     """A failure with a message meant for the user: stages print it without a traceback and exit non-zero."""

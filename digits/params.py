@@ -66,7 +66,6 @@ class TrainParams(_Section):
     lr: Annotated[float, Field(gt=0, le=1)] = 0.002
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.8  # multiplier per epoch
     patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
-    use_augmented: bool = True
     seed: int = 42
 
 

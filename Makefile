@@ -1,0 +1,37 @@
+# `make run` reproduces the pipeline, `make test` runs the suite; both create the virtualenv first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+# Stage commands call `python`: make it the virtualenv's.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test test-fast lint format clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+run: setup
+	dvc repro
+
+test: setup
+	pytest
+
+test-fast: setup
+	pytest -m "not slow"
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff check --fix .
+	ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots

@@ -1,0 +1,56 @@
+"""Test-set metrics from predicted probabilities: pure functions, no TensorFlow needed."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+CLASSES = list(range(10))
+
+
+def summary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int]:
+    """Headline numbers for `dvc metrics`: accuracy, loss, macro F1, error count."""
+    pred = probs.argmax(axis=1)
+    _, _, f1, _ = precision_recall_fscore_support(labels, pred, labels=CLASSES, zero_division=0)
+    return {
+        "accuracy": round(float(np.mean(pred == labels)), 5),
+        "loss": round(float(log_loss(labels, probs.astype(np.float64), labels=CLASSES)), 5),
+        "macro_f1": round(float(np.mean(f1)), 5),
+        "errors": int(np.sum(pred != labels)),
+        "n": len(labels),
+    }
+
+
+def per_class_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """Precision, recall, F1 and support per digit, keyed by the digit as a string (JSON keys)."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, probs.argmax(axis=1), labels=CLASSES, zero_division=0
+    )
+    return {
+        str(c): {
+            "precision": round(float(precision[c]), 5),
+            "recall": round(float(recall[c]), 5),
+            "f1": round(float(f1[c]), 5),
+            "support": int(support[c]),
+        }
+        for c in CLASSES
+    }
+
+
+def confusion(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """10x10 counts, rows = actual, columns = predicted."""
+    return confusion_matrix(labels, probs.argmax(axis=1), labels=CLASSES)
+
+
+def confusion_rows(labels: np.ndarray, probs: np.ndarray) -> list[dict[str, int]]:
+    """One row per test digit, the shape DVC's `confusion` template expects."""
+    pred = probs.argmax(axis=1)
+    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, pred, strict=True)]
+
+
+def misclassified(labels: np.ndarray, probs: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of wrong predictions, most confident mistakes first."""
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != labels)
+    confidence = probs[wrong, pred[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]

@@ -1,0 +1,109 @@
+"""CNN presets built from params: `seed` (the original plain CNN), `deep` and `best` (Deotte-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from digits import DigitsError
+from digits.params import ModelParams
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Architecture:
+    preset: str
+    filters: tuple[int, ...]
+    dense: int
+    dropout: float
+
+
+PRESETS = {
+    # The seed project's network: conv/pool twice, one dense layer, no normalisation.
+    "seed": Architecture("seed", (32, 64), 128, 0.0),
+    # Stacked 3x3 convs with batch norm per block, max-pooling, dropout: fast enough for a CPU.
+    "deep": Architecture("deep", (32, 64), 128, 0.25),
+    # Deotte's "How to choose CNN architecture MNIST": 3x3 convs + a stride-2 5x5 conv per block,
+    # BN everywhere, dropout 0.4; `dense` is the width of the final 4x4 conv acting as a dense layer.
+    "best": Architecture("best", (32, 64), 128, 0.4),
+}
+
+
+def resolve(params: ModelParams) -> Architecture:
+    """The preset's architecture with any overrides from params applied."""
+    base = PRESETS[params.preset]
+    return Architecture(
+        preset=base.preset,
+        filters=tuple(params.filters) if params.filters is not None else base.filters,
+        dense=params.dense if params.dense is not None else base.dense,
+        dropout=params.dropout if params.dropout is not None else base.dropout,
+    )
+
+
+def _conv_bn(filters: int, kernel: int, strides: int = 1, padding: str = "valid") -> list[layers.Layer]:
+    # No conv bias: batch norm's beta does the same job.
+    return [
+        layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+    ]
+
+
+def _body(arch: Architecture) -> list[layers.Layer]:
+    out: list[layers.Layer] = []
+    if arch.preset == "seed":
+        for f in arch.filters:
+            out += [layers.Conv2D(f, 3, activation="relu"), layers.MaxPooling2D()]
+        out += [layers.Flatten(), layers.Dense(arch.dense, activation="relu")]
+        if arch.dropout:
+            out.append(layers.Dropout(arch.dropout))
+    elif arch.preset == "deep":
+        for f in arch.filters:
+            out += _conv_bn(f, 3, padding="same") + _conv_bn(f, 3, padding="same")
+            out += [layers.MaxPooling2D(), layers.Dropout(arch.dropout)]
+        out += [layers.Flatten(), layers.Dense(arch.dense, use_bias=False), layers.BatchNormalization()]
+        out += [layers.ReLU(), layers.Dropout(arch.dropout)]
+    elif arch.preset == "best":
+        for f in arch.filters:
+            out += _conv_bn(f, 3) + _conv_bn(f, 3) + _conv_bn(f, 5, strides=2, padding="same")
+            out.append(layers.Dropout(arch.dropout))
+        out += [*_conv_bn(arch.dense, 4), layers.Flatten(), layers.Dropout(arch.dropout)]
+    else:  # the schema admits only the presets above
+        raise ValueError(f"unknown preset {arch.preset!r}")
+    return out
+
+
+def build_model(params: ModelParams, lr: float = 1e-3) -> keras.Model:
+    """A compiled softmax classifier for 28x28x1 inputs in [0, 1]."""
+    arch = resolve(params)
+    try:
+        model = keras.Sequential(
+            [keras.Input(INPUT_SHAPE), *_body(arch), layers.Dense(NUM_CLASSES, activation="softmax")],
+            name=f"digits_{arch.preset}",
+        )
+    except ValueError as e:  # e.g. more blocks than a 28x28 image can be downsampled through
+        raise DigitsError(
+            f"model.filters={list(arch.filters)} does not fit 28x28 inputs with preset {arch.preset!r}: {e}"
+        ) from None
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a .keras file in safe mode (no arbitrary code); a missing or damaged file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DigitsError(f"{path}: no model file; run `dvc repro` (or `dvc pull`) first")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises many types (ValueError, zipfile/h5 errors) for a bad file
+        raise DigitsError(f"{path}: not a loadable Keras model ({type(e).__name__}: {e})") from None

@@ -1,0 +1,124 @@
+"""Training: seeded, deterministic Keras fit on materialised augmented copies, selection on validation."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from digits.params import ModelParams, TrainParams
+from digits.preprocess import one_hot, to_model_input
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and TF, and make TF ops deterministic (costs little for these CNNs on CPU)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class EpochCopies(keras.utils.PyDataset):
+    """Batches from copy `epoch % n_copies` of the training images, reshuffled every epoch.
+
+    Each epoch sees a differently augmented version of every digit, like on-the-fly augmentation,
+    but the augmentation itself was done once by the augment stage and cached by DVC.
+    """
+
+    def __init__(self, copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> None:
+        super().__init__()
+        if copies.ndim != 4 or copies.shape[1] != len(labels):
+            raise ValueError(f"copies must be (n_copies, n, 28, 28) matching {len(labels)} labels")
+        self.copies = copies
+        self.targets = one_hot(labels)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.copies.shape[1])
+
+    def __len__(self) -> int:
+        return math.ceil(self.copies.shape[1] / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.copies[self.epoch % len(self.copies)][idx]
+        return to_model_input(images), self.targets[idx]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._permutation()
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based
+    seconds: float
+    images_seen: int
+
+    def summary(self) -> dict[str, float | int]:
+        val_acc = self.history["val_accuracy"]
+        return {
+            "best_val_accuracy": round(max(val_acc), 5),
+            "best_epoch": self.best_epoch,
+            "final_val_accuracy": round(val_acc[-1], 5),
+            "epochs_run": len(val_acc),
+            "train_seconds": round(self.seconds, 1),
+            "images_per_second": round(self.images_seen / self.seconds, 1),
+            "params": self.model.count_params(),
+        }
+
+
+def train_model(
+    model: keras.Model,
+    train_copies: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    params: TrainParams,
+    callbacks: list[keras.callbacks.Callback] | tuple = (),
+) -> TrainResult:
+    """Fit with exponential LR decay; keep the weights of the epoch with the best validation accuracy."""
+    data = EpochCopies(train_copies, train_labels, params.batch_size, params.seed)
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: params.lr * params.lr_decay**epoch)
+    # restore_best_weights makes the saved model the validation-selected one, stopped early or not.
+    best = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy",
+        mode="max",
+        patience=params.patience if params.patience else params.epochs,
+        restore_best_weights=True,
+        start_from_epoch=0,
+    )
+    start = time.perf_counter()
+    history = model.fit(
+        data,
+        epochs=params.epochs,
+        validation_data=(to_model_input(val_images), one_hot(val_labels)),
+        callbacks=[schedule, best, *callbacks],
+        verbose=2,
+    ).history
+    seconds = time.perf_counter() - start
+    best_epoch = int(np.argmax(history["val_accuracy"])) + 1
+    return TrainResult(model, history, best_epoch, seconds, len(history["loss"]) * len(train_labels))
+
+
+def build_and_train(
+    model_params: ModelParams,
+    train_params: TrainParams,
+    train_copies: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    callbacks: list[keras.callbacks.Callback] | tuple = (),
+) -> TrainResult:
+    from digits.models import build_model
+
+    make_deterministic(train_params.seed)
+    model = build_model(model_params, lr=train_params.lr)
+    return train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)
