@@ -33,12 +33,12 @@ class FetchParams(_Section):
     kaggle_dir: str = "data/kaggle"
     # Kaggle's test.csv has no labels: a stratified labelled test split is held out of train.csv.
     kaggle_test_size: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0)] = 42
 
 
 class PreprocessParams(_Section):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0)] = 42
 
 
 class AugmentParams(_Section):
@@ -49,7 +49,7 @@ class AugmentParams(_Section):
     elastic_alpha: Annotated[float, Field(ge=0)] = 0.0  # pixels; 0 disables elastic distortion
     elastic_sigma: Annotated[float, Field(gt=0)] = 4.0
     preview: Annotated[int, Field(ge=1, le=64)] = 12
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0)] = 42
 
 
 class ModelParams(_Section):
@@ -66,7 +66,7 @@ class TrainParams(_Section):
     lr: Annotated[float, Field(gt=0, le=1)] = 0.002
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.8  # multiplier per epoch
     patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0)] = 42
 
 
 class EvaluateParams(_Section):

@@ -1,0 +1,100 @@
+"""PNG pictures for `dvc plots`: each function draws one figure from arrays and writes it atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; must precede pyplot
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    """Write fig as PNG through a temp file, then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def save_augment_preview(
+    path: str | Path,
+    originals: np.ndarray,
+    augmented_rows: np.ndarray,
+    labels: np.ndarray | None = None,
+) -> None:
+    """Grid of digits: originals (k, 28, 28) on the top row, then one row per augmented copy (r, k, 28, 28).
+
+    Column titles show `labels` when given. Ink is drawn dark on white, pixel values 0..255.
+    """
+    rows = [("original", originals)] + [(f"copy {i + 1}", row) for i, row in enumerate(augmented_rows)]
+    k = len(originals)
+    fig, axes = plt.subplots(len(rows), k, figsize=(0.9 * k + 0.8, 0.95 * len(rows) + 0.5), squeeze=False)
+    for r, (name, digits) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(digits[c], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0 and labels is not None:
+                ax.set_title(str(labels[c]), fontsize=10)
+        if r == 0:  # a thicker frame sets the originals apart from their augmented versions
+            for ax in axes[0]:
+                for spine in ax.spines.values():
+                    spine.set_linewidth(1.5)
+    fig.suptitle("Augmentation preview: originals (top) and augmented copies", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_confusion(path: Path, matrix: np.ndarray) -> None:
+    """Confusion matrix heat map with counts; the diagonal dominates, so colour a log scale."""
+    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=100)
+    im = ax.imshow(matrix, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2, int(matrix.max()))))
+    n = len(matrix)
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                dark = matrix[i, j] > matrix.max() ** 0.5
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="actual")
+    ax.set_title(f"Confusion matrix: {int(np.trace(matrix))}/{int(matrix.sum())} correct")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def save_gallery(path: Path, images: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:
+    """Misclassified digits, each titled 'true -> predicted (confidence)'."""
+    cols = 6
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            pred = int(probs[k].argmax())
+            ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=255)
+            ax.set_title(f"{labels[k]}→{pred} ({probs[k, pred]:.0%})", fontsize=8)
+    if len(images) == 0:
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("Misclassified test digits: true→predicted (confidence)", fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,33 @@
+"""Split the training digits into train/val (stratified, seeded) and store every split compactly.
+
+Reads data/raw/*-ubyte; writes data/prepared/{train,val,test}.npz (uint8 x, labels y) and
+metrics/data.json (digits per class per split). The test split is copied through untouched.
+"""
+
+from pathlib import Path
+
+from digits.cli import log, run_stage, write_json
+from digits.idx import read_idx
+from digits.params import Params
+from digits.preprocess import check_digits, data_summary, save_split, stratified_split
+
+RAW, OUT = Path("data/raw"), Path("data/prepared")
+
+
+def main(params: Params) -> None:
+    x, y = read_idx(RAW / "train-images-idx3-ubyte"), read_idx(RAW / "train-labels-idx1-ubyte")
+    x_test, y_test = read_idx(RAW / "t10k-images-idx3-ubyte"), read_idx(RAW / "t10k-labels-idx1-ubyte")
+    check_digits(x, y, "training set")
+    check_digits(x_test, y_test, "test set")
+    x_train, y_train, x_val, y_val = stratified_split(
+        x, y, params.preprocess.val_fraction, params.preprocess.seed
+    )
+    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    for name, (images, labels) in splits.items():
+        save_split(OUT / f"{name}.npz", images, labels)
+    write_json("metrics/data.json", data_summary({name: labels for name, (_, labels) in splits.items()}))
+    log("preprocess: " + ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items()))
+
+
+if __name__ == "__main__":
+    run_stage("preprocess", main)

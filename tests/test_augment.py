@@ -1,0 +1,173 @@
+"""digits.augment: seeded affine + elastic augmentation, checked on tiny synthetic digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from digits.augment import augment, augment_copies, elastic_field, preview_indices, random_affine, warp
+from digits.params import AugmentParams
+from digits.plots import save_augment_preview
+
+OFF = AugmentParams(copies=2, rotation=0.0, zoom=0.0, shift=0.0, elastic_alpha=0.0)
+STRONG = AugmentParams(copies=3, rotation=15.0, zoom=0.15, shift=0.1, elastic_alpha=20.0, elastic_sigma=3.0)
+
+
+def blob(row: float, col: float, radius: float = 2.0) -> np.ndarray:
+    r, c = np.mgrid[:28, :28]
+    return np.round(255 * np.exp(-((r - row) ** 2 + (c - col) ** 2) / (2 * radius**2))).astype(np.uint8)
+
+
+def centre_of_mass(image: np.ndarray) -> np.ndarray:
+    return np.array(ndimage.center_of_mass(image.astype(float)))
+
+
+@pytest.fixture
+def digits() -> np.ndarray:
+    """Twenty random strokes: a few blobs each, so every image has structure and an interior."""
+    rng = np.random.default_rng(3)
+    images = [
+        np.maximum.reduce([blob(*rng.uniform(8, 20, 2), rng.uniform(1, 3)) for _ in range(3)])
+        for _ in range(20)
+    ]
+    return np.stack(images)
+
+
+def unchanged(images: np.ndarray, **angles_scales_shifts) -> np.ndarray:
+    n = len(images)
+    args = {"angles": np.zeros(n), "scales": np.ones(n), "shifts": np.zeros((n, 2)), **angles_scales_shifts}
+    return warp(images, **args)
+
+
+def test_same_seed_gives_identical_bytes(digits: np.ndarray) -> None:
+    first, again = augment_copies(digits, STRONG), augment_copies(digits, STRONG)
+    assert np.array_equal(first, again)
+    assert np.array_equal(
+        augment(digits, STRONG, np.random.default_rng(5)), augment(digits, STRONG, np.random.default_rng(5))
+    )
+
+
+def test_different_seed_or_copy_gives_different_digits(digits: np.ndarray) -> None:
+    base = augment_copies(digits, STRONG)
+    other = augment_copies(digits, STRONG.model_copy(update={"seed": STRONG.seed + 1}))
+    assert not np.array_equal(base, other)
+    assert not np.array_equal(base[0], base[1])  # each copy draws its own transforms
+
+
+def test_zero_ranges_are_the_identity(digits: np.ndarray) -> None:
+    assert np.array_equal(augment(digits, OFF, np.random.default_rng(0)), digits)
+    assert np.array_equal(augment_copies(digits, OFF), np.stack([digits, digits]))
+
+
+def test_output_dtype_shape_and_range(digits: np.ndarray) -> None:
+    out = augment(digits, STRONG, np.random.default_rng(1))
+    assert out.dtype == np.uint8 and out.shape == digits.shape
+    assert 0 < out.max() <= 255 and not np.array_equal(out, digits)
+    with pytest.raises(ValueError):
+        augment(digits.astype(np.float32), STRONG, np.random.default_rng(1))
+
+
+def test_augment_copies_shape_keeps_digit_order(digits: np.ndarray) -> None:
+    labels = np.arange(len(digits)) % 10
+    copies = augment_copies(digits, STRONG)
+    assert copies.shape == (STRONG.copies, len(labels), 28, 28) and copies.dtype == np.uint8
+    assert augment_copies(digits, OFF.model_copy(update={"copies": 0})).shape == (0, len(labels), 28, 28)
+    # Copy i of digit j is still digit j: its ink stays near the original's (small transforms).
+    mild = STRONG.model_copy(update={"rotation": 5.0, "zoom": 0.05, "shift": 0.03, "elastic_alpha": 0.0})
+    moved = [
+        np.linalg.norm(centre_of_mass(a) - centre_of_mass(d))
+        for a, d in zip(augment_copies(digits, mild)[0], digits, strict=True)
+    ]
+    assert max(moved) < 2.5
+
+
+def test_rotation_by_90_degrees_is_rot90_counter_clockwise() -> None:
+    image = np.zeros((28, 28), np.uint8)
+    image[4:12, 13:15] = 255  # a bar above the centre
+    image[12, 20] = 100  # and a marker to break symmetry
+    out = unchanged(image[None], angles=np.array([90.0]))[0]
+    assert np.array_equal(out, np.rot90(image))
+    row, col = centre_of_mass(out)
+    assert abs(row - 13.5) < 1.5 and col < 10  # the bar now lies left of the centre
+
+
+def test_small_rotation_turns_mass_around_the_centre() -> None:
+    image = blob(6.0, 13.5)  # above the centre, 7.5 px away
+    out = unchanged(image[None], angles=np.array([30.0]))[0]
+    row, col = centre_of_mass(out)
+    # Counter-clockwise: up goes up-left. Expected (13.5 - 7.5 cos 30°, 13.5 - 7.5 sin 30°).
+    assert row == pytest.approx(13.5 - 7.5 * np.cos(np.pi / 6), abs=0.15)
+    assert col == pytest.approx(13.5 - 7.5 * np.sin(np.pi / 6), abs=0.15)
+
+
+def test_shift_moves_the_centre_of_mass() -> None:
+    image = blob(13.0, 15.0)
+    out = unchanged(image[None], shifts=np.array([[3.0, -2.5]]))[0]
+    assert centre_of_mass(out) - centre_of_mass(image) == pytest.approx([3.0, -2.5], abs=0.1)
+
+
+def test_zoom_scales_about_the_centre() -> None:
+    image = blob(13.5, 17.5, radius=1.5)  # 4 px right of the centre
+    out = unchanged(image[None], scales=np.array([1.5]))[0]
+    assert centre_of_mass(out) == pytest.approx([13.5, 13.5 + 4 * 1.5], abs=0.1)
+    assert (out > 0).sum() > 2 * (image > 0).sum()  # and the ink grows (area x 1.5^2)
+
+
+def test_random_shifts_stay_within_range(digits: np.ndarray) -> None:
+    params = OFF.model_copy(update={"shift": 0.1})
+    angles, scales, shifts = random_affine(1000, params, np.random.default_rng(0))
+    assert np.all(angles == 0) and np.all(scales == 1)
+    assert np.abs(shifts).max() <= 2.8 and np.abs(shifts).max() > 2.5
+    image = blob(13.5, 13.5)
+    out = augment(np.repeat(image[None], 50, 0), params, np.random.default_rng(0))
+    moves = np.array([centre_of_mass(o) for o in out]) - centre_of_mass(image)
+    assert np.abs(moves).max() <= 2.9
+
+
+def test_warp_agrees_with_scipy(digits: np.ndarray) -> None:
+    rng = np.random.default_rng(4)
+    n = len(digits)
+    angles, scales, shifts = rng.uniform(-30, 30, n), rng.uniform(0.8, 1.2, n), rng.uniform(-3, 3, (n, 2))
+    out = warp(digits, angles, scales, shifts)
+    c = np.array([13.5, 13.5])
+    for i in range(n):
+        t = np.deg2rad(angles[i])
+        inverse = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) / scales[i]
+        ref = ndimage.affine_transform(
+            digits[i].astype(float),
+            inverse,
+            offset=c - inverse @ (c + shifts[i]),
+            order=1,
+            mode="grid-constant",
+        )
+        assert np.abs(out[i].astype(int) - np.clip(np.rint(ref), 0, 255)).max() <= 1
+
+
+def test_elastic_field_is_smoothed_uniform_noise() -> None:
+    field = elastic_field(4, alpha=30.0, sigma=3.0, rng=np.random.default_rng(9))
+    noise = np.random.default_rng(9).random((4, 2, 28, 28), dtype=np.float32) * 2 - 1
+    expected = 30.0 * ndimage.gaussian_filter(noise.astype(float), sigma=(0, 0, 3.0, 3.0), mode="constant")
+    assert field.shape == (4, 2, 28, 28) and field.dtype == np.float32
+    assert np.abs(field - expected).max() < 1e-4
+
+
+def test_elastic_distortion_changes_digits_but_keeps_them_in_place(digits: np.ndarray) -> None:
+    params = OFF.model_copy(update={"elastic_alpha": 34.0, "elastic_sigma": 4.0})
+    out = augment(digits, params, np.random.default_rng(0))
+    assert not np.array_equal(out, digits)
+    moved = [np.linalg.norm(centre_of_mass(a) - centre_of_mass(d)) for a, d in zip(out, digits, strict=True)]
+    assert max(moved) < 4.0  # fields of alpha 34, sigma 4 displace by about 1.3 px (std)
+
+
+def test_preview_indices_cycle_through_classes() -> None:
+    y = np.array([3, 1, 0, 1, 2, 0, 3, 2, 1])
+    assert preview_indices(y, 6).tolist() == [2, 1, 4, 0, 5, 3]
+    assert preview_indices(y, 100).tolist() == [2, 1, 4, 0, 5, 3, 7, 6, 8]
+
+
+def test_preview_png(tmp_path, digits: np.ndarray) -> None:
+    path = tmp_path / "plots" / "preview.png"
+    save_augment_preview(path, digits[:5], augment_copies(digits[:5], STRONG), labels=np.arange(5))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["preview.png"]

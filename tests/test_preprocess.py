@@ -1,0 +1,157 @@
+"""digits.preprocess: model-input scaling, one-hot labels, the stratified split and split storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digits import DigitsError
+from digits.preprocess import (
+    check_digits,
+    class_counts,
+    data_summary,
+    load_split,
+    one_hot,
+    save_split,
+    split_indices,
+    stratified_split,
+    to_model_input,
+)
+
+
+def digits_with_ids(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose first pixel pair encodes their index, so rows can be traced through a split."""
+    y = np.repeat(np.arange(len(counts)), counts).astype(np.uint8)
+    np.random.default_rng(0).shuffle(y)
+    x = np.zeros((len(y), 28, 28), np.uint8)
+    x[:, 0, 0], x[:, 0, 1] = np.arange(len(y)) // 256, np.arange(len(y)) % 256
+    x[:, 1, 0] = y
+    return x, y
+
+
+def ids(x: np.ndarray) -> np.ndarray:
+    return x[:, 0, 0].astype(int) * 256 + x[:, 0, 1]
+
+
+def test_to_model_input_scales_exactly_and_adds_a_channel() -> None:
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, 0, :3] = [0, 255, 51]
+    images[1, 27, 27] = 128
+    out = to_model_input(images)
+    assert out.shape == (2, 28, 28, 1) and out.dtype == np.float32
+    assert out[0, 0, :3, 0].tolist() == [0.0, 1.0, np.float32(0.2)]
+    assert out[1, 27, 27, 0] == np.float32(128 / 255)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_to_model_input_accepts_flat_rows_and_stacked_copies() -> None:
+    flat = np.arange(784, dtype=np.uint32).astype(np.uint8).reshape(1, 784)
+    assert np.array_equal(to_model_input(flat)[0, :, :, 0], flat.reshape(28, 28) / np.float32(255))
+    copies = np.zeros((3, 5, 28, 28), np.uint8)
+    assert to_model_input(copies).shape == (3, 5, 28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((2, 28, 28), np.float32), np.zeros((2, 27, 28), np.uint8), np.zeros((2, 100), np.uint8)]
+)
+def test_to_model_input_rejects_what_is_not_uint8_digits(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        to_model_input(bad)
+
+
+def test_one_hot_exact() -> None:
+    out = one_hot(np.array([3, 0, 9], np.uint8))
+    assert out.dtype == np.float32 and out.shape == (3, 10)
+    expected = np.zeros((3, 10), np.float32)
+    expected[[0, 1, 2], [3, 0, 9]] = 1
+    assert np.array_equal(out, expected)
+    assert one_hot(np.array([1]), num_classes=3).tolist() == [[0.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize("labels", [[10], [-1]])
+def test_one_hot_rejects_labels_out_of_range(labels: list[int]) -> None:
+    with pytest.raises(ValueError):
+        one_hot(np.array(labels))
+
+
+def test_split_is_stratified_disjoint_and_complete() -> None:
+    counts = [50, 31, 20, 100, 7, 64, 12, 40, 33, 43]  # unbalanced on purpose
+    x, y = digits_with_ids(counts)
+    x_train, y_train, x_val, y_val = stratified_split(x, y, 0.2, seed=1)
+    assert len(y_val) == round(0.2 * len(y)) and len(y_train) + len(y_val) == len(y)
+    # Every class keeps its share: within one digit of the exact proportion.
+    for label, n in enumerate(counts):
+        assert abs(class_counts(y_val)[label] - 0.2 * n) <= 1
+    train_ids, val_ids = ids(x_train), ids(x_val)
+    assert not set(train_ids) & set(val_ids)
+    assert sorted([*train_ids, *val_ids]) == list(range(len(y)))
+    # Images and labels stay paired, and both parts keep the original order.
+    assert np.array_equal(y_train, y[train_ids]) and np.array_equal(x_val[:, 1, 0], y_val)
+    assert np.all(np.diff(train_ids) > 0) and np.all(np.diff(val_ids) > 0)
+
+
+def test_split_is_seeded() -> None:
+    y = digits_with_ids([30] * 10)[1]
+    first, again, other = (split_indices(y, 0.1, seed) for seed in (7, 7, 8))
+    assert np.array_equal(first[1], again[1]) and np.array_equal(first[0], again[0])
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_split_too_small_is_a_clear_error() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2], np.uint8)
+    with pytest.raises(DigitsError, match="cannot split 6 digits"):
+        split_indices(y, 0.1, 0)
+
+
+def test_class_counts_and_summary() -> None:
+    assert class_counts(np.array([0, 0, 2, 9], np.uint8)) == [2, 0, 1, 0, 0, 0, 0, 0, 0, 1]
+    summary = data_summary({"train": np.array([1, 1, 3]), "test": np.array([0])})
+    assert summary["train"] == {
+        "total": 3,
+        "per_class": {str(k): [0, 2, 0, 1, 0, 0, 0, 0, 0, 0][k] for k in range(10)},
+    }
+    assert summary["test"]["per_class"]["0"] == 1 and summary["total"] == 4
+
+
+def test_check_digits() -> None:
+    x, y = np.zeros((3, 28, 28), np.uint8), np.array([0, 5, 9], np.uint8)
+    check_digits(x, y, "ok")
+    with pytest.raises(DigitsError, match="labels of shape"):
+        check_digits(x, y[:2], "short")
+    with pytest.raises(DigitsError, match=r"0\.\.9"):
+        check_digits(x, np.array([0, 5, 10]), "fashion")
+    with pytest.raises(DigitsError, match="uint8 images"):
+        check_digits(x.astype(np.float32), y, "floats")
+
+
+@pytest.mark.parametrize("shape", [(5, 28, 28), (3, 5, 28, 28), (0, 5, 28, 28)])
+def test_save_load_round_trip(tmp_path, shape: tuple[int, ...]) -> None:
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    y = np.array([0, 1, 2, 8, 9], dtype=np.int64)
+    path = tmp_path / "sub" / "split.npz"
+    save_split(path, x, y)
+    x2, y2 = load_split(path)
+    assert x2.dtype == np.uint8 and np.array_equal(x2, x)
+    assert y2.dtype == np.uint8 and y2.tolist() == [0, 1, 2, 8, 9]
+    assert [p.name for p in path.parent.iterdir()] == ["split.npz"]  # no temp file left behind
+    # Same arrays, same bytes: DVC sees a rerun with unchanged data as unchanged.
+    first = path.read_bytes()
+    save_split(path, x, y)
+    assert path.read_bytes() == first
+
+
+def test_save_rejects_mismatched_labels(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        save_split(tmp_path / "s.npz", np.zeros((4, 28, 28), np.uint8), np.zeros(3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_errors_are_clear(tmp_path) -> None:
+    with pytest.raises(DigitsError, match="not found"):
+        load_split(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DigitsError, match="not a digits split"):
+        load_split(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(DigitsError, match="not a digits split"):
+        load_split(tmp_path / "other.npz")
