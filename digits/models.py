@@ -64,7 +64,7 @@ def _body(arch: Architecture) -> list[layers.Layer]:
             out.append(layers.Dropout(arch.dropout))
     elif arch.preset == "deep":
         for f in arch.filters:
-            out += _conv_bn(f, 3, padding="same") + _conv_bn(f, 3, padding="same")
+            out += _conv_bn(f, 3) + _conv_bn(f, 3)
             out += [layers.MaxPooling2D(), layers.Dropout(arch.dropout)]
         out += [layers.Flatten(), layers.Dense(arch.dense, use_bias=False), layers.BatchNormalization()]
         out += [layers.ReLU(), layers.Dropout(arch.dropout)]

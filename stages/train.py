@@ -40,8 +40,10 @@ def main(params: Params) -> None:
     result.model.save(MODEL)
     summary = result.summary()
     write_json("metrics/train.json", summary)
-    log(f"train: best val accuracy {summary['best_val_accuracy']} at epoch {summary['best_epoch']}, "
-        f"{summary['images_per_second']:.0f} images/s")
+    log(
+        f"train: best val accuracy {summary['best_val_accuracy']} at epoch {summary['best_epoch']}, "
+        f"{summary['images_per_second']:.0f} images/s"
+    )
 
 
 if __name__ == "__main__":

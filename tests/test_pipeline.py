@@ -15,7 +15,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["fetch", "preprocess", "augment", "train", "evaluate"]
-COPIED = ["digits", "stages", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = [
+    "digits",
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +58,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_mnist_dir: Path) -> Path
             shutil.copy2(src, repo / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_mnist_dir), sort_keys=False))
     run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty")
+    run(
+        repo,
+        "git",
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "empty",
+    )
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny pipeline")
     run(repo, "dvc", "repro")
@@ -106,12 +127,7 @@ def test_exp_run_reruns_only_train_and_evaluate(repo: Path) -> None:
     for stage in ["fetch", "preprocess", "augment"]:
         assert f"Running stage '{stage}'" not in out
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
-    names = {
-        exp["name"]: exp
-        for rev in shown
-        for exp in (rev.get("experiments") or [])
-        if exp.get("name")
-    }
+    names = {exp["name"]: exp for rev in shown for exp in (rev.get("experiments") or []) if exp.get("name")}
     assert "two-epochs" in names, shown
     epochs = json.loads((repo / "metrics/train.json").read_text())["epochs_run"]
     assert epochs == 2
