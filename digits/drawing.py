@@ -1,0 +1,176 @@
+"""Make any digit picture look like MNIST before the model sees it.
+
+MNIST digits are white ink on black, size-normalised to fit a 20x20 box (keeping the aspect ratio, with
+antialiasing) and pasted into 28x28 so the ink's centre of mass is at the centre. A drawing, photo or scan
+that skips these steps is a different distribution and gets mispredicted, so every input goes through
+`mnistify`: the browser canvas (PNG), uploads (any format Pillow reads) and raw 28x28 / 784 pixel arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digits import DigitsError
+
+SIDE = 28  # the model's input is SIDE x SIDE
+BOX = 20  # the ink is scaled to fit BOX x BOX, as MNIST's was
+INK = 0.2  # after normalisation, pixels at least this bright count as ink for the bounding box
+MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
+MIN_INK_PIXELS = 3  # fewer ink pixels than this is a stray speck, not a digit
+MAX_PIXELS = 4096 * 4096  # decoding bigger images could take gigabytes (a small PNG can be huge)
+
+
+class BadInput(DigitsError):
+    """The input is not a usable picture: not an image, wrong shape, NaN or out-of-range values."""
+
+
+class EmptyInput(BadInput):
+    """The picture is blank (or nearly): there is no digit to recognise."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG/JPEG/... bytes -> float32 (h, w) grayscale in [0, 1]; transparency is flattened."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise BadInput(f"image is {image.width}x{image.height}: more than {MAX_PIXELS} pixels")
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos are often stored sideways
+            return _to_gray(image)
+    except BadInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadInput(f"not an image Pillow can read (PNG, JPEG, ...): {type(e).__name__}") from None
+    except Exception as e:  # Pillow's decoders raise OSError, ValueError, SyntaxError, ... on corrupt data
+        raise BadInput(f"damaged image: {type(e).__name__}: {e}") from None
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    if image.mode.startswith("I;16"):
+        return (np.asarray(image, dtype=np.float32) / 65535).clip(0, 1)
+    if "A" in image.getbands() or "transparency" in image.info:
+        gray, alpha = (np.asarray(b, dtype=np.float32) / 255 for b in image.convert("LA").split())
+        return _flatten_alpha(gray, alpha)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+
+def _flatten_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    # Put the ink on the background that contrasts with it: a white stroke on a transparent canvas
+    # goes on black, black text on a transparent background goes on white.
+    if alpha.min() >= 1 or alpha.sum() == 0:
+        return gray
+    ink_is_light = float((gray * alpha).sum() / alpha.sum()) > 0.5
+    background = 0.0 if ink_is_light else 1.0
+    return gray * alpha + background * (1 - alpha)
+
+
+def pixels_to_array(values: object) -> np.ndarray:
+    """A 28x28 or 784 array of numbers in [0, 1] or 0..255 -> float32 (28, 28) in [0, 1].
+
+    Values above 1 mean the 0..255 scale.
+    """
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except OverflowError:
+        raise BadInput(
+            "pixel values must lie in [0, 1] or 0..255, got a number too big for a float"
+        ) from None
+    except (ValueError, TypeError):
+        raise BadInput("pixels must be numbers in a 28x28 array or a flat list of 784") from None
+    if x.shape not in ((SIDE, SIDE), (SIDE * SIDE,)):
+        raise BadInput(f"pixels must be a 28x28 array or a flat list of 784, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise BadInput("pixels contain NaN or infinite values")
+    if x.min() < 0 or x.max() > 255:
+        raise BadInput(f"pixel values must lie in [0, 1] or 0..255, got {x.min():g}..{x.max():g}")
+    if x.max() > 1:
+        x = x / 255
+    return x.reshape(SIDE, SIDE).astype(np.float32)
+
+
+def ink_on_black(gray: np.ndarray) -> np.ndarray:
+    """White ink on a black background with the background at 0 and the brightest ink at 1.
+
+    Dark-on-light pictures (paper, scans) are inverted: the border is mostly background, so a bright
+    border means dark ink. Subtracting the background level and stretching handles grey paper and
+    faint pencil.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    if np.median(border) > 0.5:
+        gray = 1 - gray
+        border = 1 - border
+    background = float(np.median(border))
+    contrast = float(gray.max()) - background
+    if contrast < MIN_CONTRAST:
+        raise EmptyInput("the picture is blank: no ink stands out from the background")
+    return ((gray - background) / contrast).clip(0, 1).astype(np.float32)
+
+
+def crop_to_ink(image: np.ndarray, threshold: float = INK) -> np.ndarray:
+    """The smallest box holding every pixel at least `threshold` bright (fainter noise does not count)."""
+    ink = image >= threshold
+    if ink.sum() < MIN_INK_PIXELS:
+        raise EmptyInput(f"the picture is blank: only {int(ink.sum())} ink pixel(s)")
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def fit_box(image: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Scale so the longer side is `box` pixels, keeping the aspect ratio, with antialiasing."""
+    h, w = image.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # Pillow sizes are (width, height)
+    # LANCZOS filters over the whole source footprint when shrinking, so thin strokes fade rather
+    # than alias away; it can overshoot slightly at edges, hence the clip.
+    resized = Image.fromarray(image.astype(np.float32)).resize(size, Image.LANCZOS)
+    return np.asarray(resized, dtype=np.float32).clip(0, 1)
+
+
+def center_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """(row, col) of the brightness-weighted mean position, in pixel-index coordinates."""
+    total = image.sum()
+    rows, cols = np.indices(image.shape)
+    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+
+
+def paste_centered(image: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """Paste into a side x side black image so the centre of mass lands on pixel (side/2, side/2).
+
+    That is where MNIST's is: measured over its test set, (14.0, 14.0) +- 0.3 in index coordinates, not
+    the geometric 13.5. Whole-pixel shift, as MNIST did, so it ends within half a pixel of there; the box
+    is kept inside the frame if a lopsided digit would push it out.
+    """
+    h, w = image.shape
+    cy, cx = center_of_mass(image)
+    centre = side // 2
+    top = min(max(round(centre - cy), 0), side - h)
+    left = min(max(round(centre - cx), 0), side - w)
+    out = np.zeros((side, side), dtype=np.float32)
+    out[top : top + h, left : left + w] = image
+    return out
+
+
+def mnistify(gray: np.ndarray) -> np.ndarray:
+    """Any grayscale picture (h, w) in [0, 1] -> float32 (28, 28) in [0, 1] laid out like MNIST."""
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise BadInput(f"expected a 2-D picture at least 2x2, got shape {gray.shape}")
+    if not np.isfinite(gray).all() or gray.min() < 0 or gray.max() > 1:
+        raise BadInput("picture values must be finite and lie in [0, 1]")
+    return paste_centered(fit_box(crop_to_ink(ink_on_black(gray))))
+
+
+def prepare_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> the model's (28, 28) input."""
+    return mnistify(decode_image(data))
+
+
+def prepare_pixels(values: object) -> np.ndarray:
+    """A raw 28x28 / 784 pixel array -> the model's (28, 28) input."""
+    return mnistify(pixels_to_array(values))

@@ -1,0 +1,171 @@
+// Draw on the canvas, send it to /api/predict while drawing, show the digit, the bars and the model input.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const preview = document.getElementById("preview").getContext("2d");
+const digitEl = document.getElementById("digit");
+const statusEl = document.getElementById("status");
+const barsEl = document.getElementById("bars");
+
+const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
+const DEBOUNCE_MS = 150;
+
+let drawing = false; // a pointer is down
+let hasInk = false; // something was drawn since the last Clear: an empty canvas is never sent
+let last = null; // previous point of the current stroke
+let timer = null;
+let inFlight = false; // at most one request at a time ...
+let again = false; // ... and one more when it returns if the drawing changed meanwhile
+let generation = 0; // bumped by Clear/upload so late answers for an old drawing are ignored
+
+// One row per class: <div class="bar" data-digit="d"><span>d</span><div class="track"><div class="fill">
+const bars = [];
+for (let d = 0; d < 10; d++) {
+  const row = document.createElement("div");
+  row.className = "bar";
+  row.dataset.digit = String(d);
+  row.innerHTML = `<span class="label">${d}</span><div class="track"><div class="fill"></div></div><span class="pct"></span>`;
+  barsEl.appendChild(row);
+  bars.push({ row, fill: row.querySelector(".fill"), pct: row.querySelector(".pct") });
+}
+
+function resetPad() {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = ctx.fillStyle = "#fff";
+  ctx.lineWidth = STROKE;
+  ctx.lineCap = ctx.lineJoin = "round";
+}
+
+function showResult(result) {
+  digitEl.textContent = result ? String(result.digit) : "";
+  bars.forEach((bar, d) => {
+    const p = result ? result.probabilities[d] : 0;
+    bar.fill.style.width = `${(p * 100).toFixed(1)}%`;
+    bar.pct.textContent = result ? `${(p * 100).toFixed(1)}%` : "";
+    bar.row.classList.toggle("top", Boolean(result) && d === result.digit);
+  });
+  preview.clearRect(0, 0, 28, 28);
+  if (result) {
+    const img = preview.createImageData(28, 28);
+    result.input.flat().forEach((v, i) => {
+      img.data.set([v * 255, v * 255, v * 255, 255], i * 4);
+    });
+    preview.putImageData(img, 0, 0);
+  }
+}
+
+function setStatus(text, isError = false) {
+  statusEl.textContent = text;
+  statusEl.classList.toggle("error", isError);
+}
+
+async function send(body, headers = {}) {
+  const mine = generation;
+  try {
+    const response = await fetch("/api/predict", { method: "POST", body, headers });
+    const data = await response.json();
+    if (mine !== generation) return;
+    if (response.ok) {
+      showResult(data);
+      setStatus(`model ${data.model}`);
+    } else {
+      showResult(null);
+      setStatus(typeof data.detail === "string" ? data.detail : `error ${response.status}`, true);
+    }
+  } catch (err) {
+    if (mine === generation) setStatus(`request failed: ${err}`, true);
+  }
+}
+
+async function predictDrawing() {
+  clearTimeout(timer);
+  if (!hasInk) return;
+  if (inFlight) {
+    again = true;
+    return;
+  }
+  inFlight = true;
+  await send(JSON.stringify({ image: pad.toDataURL("image/png") }), { "Content-Type": "application/json" });
+  inFlight = false;
+  if (again) {
+    again = false;
+    predictDrawing();
+  }
+}
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(predictDrawing, DEBOUNCE_MS);
+}
+
+// Pointer position in canvas pixels, whatever size CSS gives the canvas.
+function point(event) {
+  const rect = pad.getBoundingClientRect();
+  return {
+    x: ((event.clientX - rect.left) * pad.width) / rect.width,
+    y: ((event.clientY - rect.top) * pad.height) / rect.height,
+  };
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId); // keep the stroke even if the pointer leaves the canvas
+  drawing = true;
+  hasInk = true;
+  last = point(event);
+  ctx.beginPath();
+  ctx.arc(last.x, last.y, STROKE / 2, 0, 2 * Math.PI); // a tap leaves a dot
+  ctx.fill();
+  schedule();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  // Coalesced events carry the in-between samples a fast pen or finger produces between frames.
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  ctx.beginPath();
+  ctx.moveTo(last.x, last.y);
+  for (const e of events.length ? events : [event]) {
+    last = point(e);
+    ctx.lineTo(last.x, last.y);
+  }
+  ctx.stroke();
+  schedule();
+});
+
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  predictDrawing(); // at once, not debounced: the stroke is complete
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+document.getElementById("clear").addEventListener("click", () => {
+  generation++;
+  clearTimeout(timer);
+  hasInk = false;
+  again = false;
+  resetPad();
+  showResult(null);
+  setStatus("Draw with a mouse, pen or finger.");
+});
+
+document.getElementById("upload").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  generation++;
+  clearTimeout(timer);
+  hasInk = false;
+  resetPad();
+  const form = new FormData();
+  form.append("file", file);
+  setStatus(`reading ${file.name} ...`);
+  await send(form);
+  event.target.value = ""; // choosing the same file again fires another change
+});
+
+resetPad();

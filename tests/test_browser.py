@@ -1,0 +1,146 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright against the real server (uvicorn).
+
+Chromium is a system package (`apt-get install chromium`; .ci/run installs it): without it this test fails
+rather than skips, so CI cannot pass without having run it.
+"""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+from playwright.sync_api import Page, expect, sync_playwright
+
+from digits.idx import read_idx
+from digits.serve import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def server_url(small_model_path):
+    """The app under uvicorn in a thread, on a free loopback port (bound here, so no race for it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(small_model_path), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # set after the lifespan has loaded and warmed up the model
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server_url) -> Page:
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.goto(server_url)
+    yield page
+    page.close()
+
+
+def draw(page: Page, *strokes: list[tuple[float, float]]) -> None:
+    """Mouse strokes through points given as fractions of the drawing canvas (0..1 across and down)."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        (x, y), rest = stroke[0], stroke[1:]
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        page.mouse.up()
+
+
+def percentages(page: Page) -> dict[int, float]:
+    bars = page.locator(".bar")
+    expect(bars).to_have_count(10)
+    shown = {}
+    for i in range(10):
+        bar = bars.nth(i)
+        shown[int(bar.get_attribute("data-digit"))] = float(bar.locator(".pct").inner_text().rstrip("%"))
+    return shown
+
+
+def preview_ink(page: Page) -> int:
+    """Sum of the red channel of the 28x28 model-input preview."""
+    return page.evaluate(
+        "() => document.getElementById('preview').getContext('2d')"
+        ".getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 0).reduce((a, b) => a + b, 0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("digit", "strokes"),
+    [
+        ("1", [[(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)]]),
+        ("7", [[(0.25, 0.2), (0.5, 0.2), (0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]]),
+    ],
+)
+def test_drawn_digit_is_recognised_with_bars(page, digit, strokes):
+    draw(page, *strokes)
+    expect(page.locator("#digit")).to_have_text(digit)
+    shown = percentages(page)
+    assert sum(shown.values()) == pytest.approx(100, abs=0.6)
+    assert max(shown, key=shown.get) == int(digit)
+    assert page.locator(".bar.top").get_attribute("data-digit") == digit
+    assert preview_ink(page) > 0
+
+
+def test_seven_in_two_strokes_then_clear(page):
+    draw(page, [(0.25, 0.2), (0.75, 0.2)], [(0.75, 0.2), (0.6, 0.5), (0.45, 0.85)])
+    expect(page.locator("#digit")).to_have_text("7")
+    page.click("#clear")
+    expect(page.locator("#digit")).to_have_text("")
+    assert page.locator(".bar .pct").all_inner_texts() == [""] * 10
+    assert preview_ink(page) == 0
+
+
+def test_uploaded_mnist_digit_is_recognised(page, tiny_mnist_dir, tmp_path):
+    images = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    index = int(np.flatnonzero(labels == 2)[0])  # neither a drawn digit nor the empty state
+    path = tmp_path / "two.png"
+    Image.fromarray(images[index]).save(path)
+    page.set_input_files("#upload", str(path))
+    expect(page.locator("#digit")).to_have_text("2")
+    assert sum(percentages(page).values()) == pytest.approx(100, abs=0.6)
+
+
+def test_phone_viewport_fits_and_touch_draws(browser, server_url):
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    try:
+        phone.goto(server_url)
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        box = phone.locator("#pad").bounding_box()
+        assert box["width"] <= 390
+        phone.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a dot
+        expect(phone.locator("#digit")).not_to_have_text("")
+    finally:
+        phone.close()
