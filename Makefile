@@ -40,3 +40,8 @@ clean:
 .PHONY: serve
 serve: setup
 	python -m digits.serve
+
+# Load-test the web app over loopback: 8 clients, 4000 requests or 30 s; numbers also in benchmarks/results/.
+.PHONY: bench-serve
+bench-serve: setup
+	python benchmarks/serve_load.py --json benchmarks/results/serve_load.json

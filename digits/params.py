@@ -63,8 +63,8 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: Annotated[int, Field(gt=0, le=1000)] = 12
     batch_size: Annotated[int, Field(gt=0, le=65536)] = 128
-    lr: Annotated[float, Field(gt=0, le=1)] = 0.002
-    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.8  # multiplier per epoch
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.003
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.75  # multiplier per epoch
     patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
     seed: Annotated[int, Field(ge=0)] = 42
 

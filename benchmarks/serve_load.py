@@ -1,0 +1,387 @@
+"""Load-test the real web app over loopback: start `python -m digits.serve`, hammer /api/predict, report.
+
+    .venv/bin/python benchmarks/serve_load.py                      # canvas PNG data URLs, 8 clients
+    .venv/bin/python benchmarks/serve_load.py --payload pixels     # 28x28 pixel arrays instead
+    .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
+
+The server runs exactly as users start it (uvicorn, one process, access log on). Each client is a thread
+with one keep-alive http.client connection that sends a prebuilt body and times request -> full response,
+so the client does little work per request. It still runs on the same machine: client and server share the
+CPU cores, and the report says how much CPU each used. Every response must be a 200 naming the digit's
+MNIST label; anything else counts as an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from digits.idx import read_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = (ROOT / "models" / "model.keras", ROOT / "tests" / "fixtures" / "model-small.keras")
+MNIST_TEST = ROOT / "tests" / "fixtures" / "mnist-tiny"
+CANVAS = 280  # px, the drawing page's canvas
+HOST = "127.0.0.1"
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "serve_load.json"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- payloads: one real MNIST test digit per class ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    body: bytes  # the JSON request body, encoded once
+    label: int  # the digit the server must answer
+
+
+def sample_digits() -> list[tuple[np.ndarray, int]]:
+    """The first MNIST test digit of each class 0-9, as (uint8 28x28, label)."""
+    images = read_idx(MNIST_TEST / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(MNIST_TEST / "t10k-labels-idx1-ubyte.gz")
+    return [(images[int(np.flatnonzero(labels == d)[0])], d) for d in range(10)]
+
+
+def canvas_data_url(image: np.ndarray) -> str:
+    """What the page sends for this digit: a 280x280 RGBA PNG data URL, white ink on black.
+
+    Upscaled 10x, then contrast-stretched so strokes are solid white with a soft edge of a few pixels, as
+    the canvas draws them (a plain bilinear upscale is a blurry gradient, a PNG three times as big).
+    """
+    big = Image.fromarray(image).resize((CANVAS, CANVAS), Image.BILINEAR)
+    ink = ((np.asarray(big, dtype=np.float32) - 96) * 4).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(ink).convert("RGBA").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def make_payloads(kind: str) -> list[Payload]:
+    payloads = []
+    for image, label in sample_digits():
+        item = {"image": canvas_data_url(image)} if kind == "image" else {"pixels": image.tolist()}
+        payloads.append(Payload(json.dumps(item).encode(), label))
+    return payloads
+
+
+# --- the server under test ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerDied(RuntimeError):
+    pass
+
+
+def start_server(model: Path, port: int, output: IO[bytes]) -> subprocess.Popen[bytes]:
+    # Output to a file, not a pipe: thousands of access-log lines would fill a pipe nobody reads and
+    # block the server.
+    command = [sys.executable, "-m", "digits.serve", "--model", str(model)]
+    command += ["--host", HOST, "--port", str(port)]
+    log(f"starting: {' '.join(command)}")
+    return subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+
+
+def server_output(output: IO[bytes], lines: int = 40) -> str:
+    output.flush()
+    output.seek(0)
+    return "\n".join(output.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def wait_ready(server: subprocess.Popen[bytes], port: int, output: IO[bytes], timeout: float) -> float:
+    """Poll GET /ready until 200; returns the seconds it took. Raises ServerDied or TimeoutError."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if server.poll() is not None:
+            raise ServerDied(f"the server exited with code {server.returncode}:\n{server_output(output)}")
+        connection = http.client.HTTPConnection(HOST, port, timeout=5)
+        try:
+            connection.request("GET", "/ready")
+            if connection.getresponse().status == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass  # not listening yet, or still loading the model
+        finally:
+            connection.close()
+        time.sleep(0.2)
+    raise TimeoutError(f"the server was not ready after {timeout:.0f} s:\n{server_output(output)}")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]  # fields 14 and 15, after the comm field
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the load ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
+    bad_status: int = 0
+    wrong_digit: int = 0
+    connection_errors: int = 0
+    first_errors: list[str] = field(default_factory=list)  # a few examples for the report
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the client threads share one Results
+
+    @property
+    def errors(self) -> int:
+        return self.bad_status + self.wrong_digit + self.connection_errors
+
+    def note(self, message: str) -> None:
+        if len(self.first_errors) < 5:
+            self.first_errors.append(message)
+
+
+class Tickets:
+    """Hands out request numbers 0..total-1 to the client threads, then stops them."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.next, self.lock = total, 0, threading.Lock()
+
+    def __iter__(self) -> Tickets:
+        return self
+
+    def __next__(self) -> int:
+        with self.lock:
+            if self.next >= self.total:
+                raise StopIteration
+            self.next += 1
+            return self.next - 1
+
+
+def post_predict(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    connection.request("POST", "/api/predict", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def client(port: int, payloads: list[Payload], tickets: Tickets, deadline: float, results: Results) -> None:
+    """One client: take the next request number, send that payload, check and time the answer."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        for n in tickets:
+            if time.perf_counter() >= deadline:
+                break
+            payload = payloads[n % len(payloads)]
+            start = time.perf_counter()
+            try:
+                status, data = post_predict(connection, payload.body)
+            except (OSError, http.client.HTTPException) as e:
+                connection.close()  # http.client reconnects on the next request
+                with results.lock:
+                    results.connection_errors += 1
+                    results.note(f"request {n}: {type(e).__name__}: {e}")
+                continue
+            elapsed = time.perf_counter() - start
+            try:
+                digit = json.loads(data).get("digit") if status == 200 else None
+            except ValueError:
+                digit = "not JSON"
+            with results.lock:
+                if status != 200:
+                    results.bad_status += 1
+                    results.note(f"request {n}: HTTP {status}: {data[:200]!r}")
+                elif digit != payload.label:
+                    results.wrong_digit += 1
+                    results.note(f"request {n}: answered {digit}, expected {payload.label}")
+                else:
+                    results.latencies.append(elapsed)
+    finally:
+        connection.close()
+
+
+def run_load(
+    port: int, payloads: list[Payload], clients: int, total: int, seconds: float
+) -> tuple[Results, float]:
+    """`clients` threads share `total` requests, stopped early at `seconds`; returns results, wall time."""
+    results, tickets = Results(), Tickets(total)
+    start = time.perf_counter()
+    threads = [
+        threading.Thread(target=client, args=(port, payloads, tickets, start + seconds, results))
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, time.perf_counter() - start
+
+
+# --- one benchmark, start to finish -------------------------------------------------------------------
+
+
+def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
+    """Start the server, wait for /ready, warm up, run the load, stop it; the results and every number."""
+    payloads = make_payloads(args.payload)
+    port = free_port()
+    with tempfile.TemporaryFile() as output:
+        server = start_server(args.model.resolve(), port, output)
+        try:
+            startup = wait_ready(server, port, output, args.startup_timeout)
+            log(f"ready after {startup:.1f} s on port {port}; warming up with {args.warmup} requests")
+            rss_before = rss_mb(server.pid)
+            warmup, _ = run_load(port, payloads, args.clients, args.warmup, args.seconds)
+            if warmup.errors:
+                raise ServerDied(f"warm-up failed: {warmup.first_errors}\n{server_output(output)}")
+
+            log(f"load: {args.clients} clients, {args.requests} requests or {args.seconds:g} s, first to end")
+            loadavg = [round(x, 2) for x in os.getloadavg()]
+            server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+            results, wall = run_load(port, payloads, args.clients, args.requests, args.seconds)
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
+            rss_after = rss_mb(server.pid)
+            if server.poll() is not None:
+                raise ServerDied(f"the server died during the load:\n{server_output(output)}")
+        finally:
+            stop_server(server)
+
+    ms = np.array(results.latencies) * 1000
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99]) if len(ms) else [float("nan")] * 3
+    done = len(results.latencies) + results.errors
+    model = args.model.resolve()
+    return results, {
+        "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
+        "payload": args.payload,
+        "payload_bytes": round(float(np.mean([len(p.body) for p in payloads]))),
+        "clients": args.clients,
+        "requests": done,
+        "requests_limit": args.requests,
+        "seconds_limit": args.seconds,
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(done / wall, 1),
+        "latency_ms": {
+            "p50": round(float(p50), 2),
+            "p90": round(float(p90), 2),
+            "p99": round(float(p99), 2),
+            "max": round(float(ms.max()), 2) if len(ms) else None,
+        },
+        "errors": results.errors,
+        "error_kinds": {
+            "bad_status": results.bad_status,
+            "wrong_digit": results.wrong_digit,
+            "connection": results.connection_errors,
+        },
+        "error_examples": results.first_errors,
+        "server_startup_s": round(startup, 2),
+        "server_rss_mb": {
+            "before": round(rss_before["VmRSS"], 1),
+            "after": round(rss_after["VmRSS"], 1),
+            "peak": round(rss_after["VmHWM"], 1),
+        },
+        "cpu_s": {"server": round(server_cpu, 2), "client": round(client_cpu, 2)},
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": loadavg,
+    }
+
+
+def print_report(summary: dict[str, Any]) -> None:
+    latency, rss, cpu = summary["latency_ms"], summary["server_rss_mb"], summary["cpu_s"]
+    lines = [
+        f"model {summary['model']}, payload {summary['payload']} ({summary['payload_bytes']} bytes), "
+        f"{summary['clients']} clients",
+        f"requests    {summary['requests']} in {summary['wall_s']} s = {summary['requests_per_s']} req/s",
+        f"latency ms  p50 {latency['p50']}  p90 {latency['p90']}  p99 {latency['p99']}  max {latency['max']}",
+        f"errors      {summary['errors']} {summary['error_kinds']}",
+        f"server RSS  {rss['before']:.0f} MiB before, {rss['after']:.0f} MiB after (peak {rss['peak']:.0f})",
+        f"CPU s       server {cpu['server']}, client {cpu['client']} in {summary['wall_s']} s of wall time",
+        f"note: client and server share this machine's {summary['cpu_count']} CPU cores (load average "
+        f"{summary['loadavg_before']} before the run): the server alone would do better",
+        *(f"  error: {example}" for example in summary["error_examples"]),
+    ]
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_model = next((m for m in DEFAULT_MODELS if m.is_file()), DEFAULT_MODELS[-1])
+    parser.add_argument(
+        "--model", type=Path, default=default_model, help="a .keras file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--payload",
+        choices=["image", "pixels"],
+        default="image",
+        help="image: a 280x280 canvas PNG data URL (default); pixels: a 28x28 array",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=8, help="concurrent connections (default: %(default)s)"
+    )
+    parser.add_argument("--requests", type=int, default=4000, help="total requests (default: %(default)s)")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="stop after this long (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="unmeasured requests first (default: %(default)s)"
+    )
+    parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for GET /ready")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"also write the numbers as JSON (to {DEFAULT_JSON.relative_to(ROOT)} if no PATH)",
+    )
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.requests < 1 or args.seconds <= 0 or args.warmup < 0:
+        parser.error("--clients, --requests and --seconds must be positive, --warmup at least 0")
+    if not args.model.is_file():
+        parser.error(f"{args.model}: no such model file")
+
+    try:
+        results, summary = benchmark(args)
+    except (ServerDied, TimeoutError) as e:
+        log(f"error: {e}")
+        return 1
+    print_report(summary)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
