@@ -12,9 +12,12 @@ def summary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | 
     """Headline numbers for `dvc metrics`: accuracy, loss, macro F1, error count."""
     pred = probs.argmax(axis=1)
     _, _, f1, _ = precision_recall_fscore_support(labels, pred, labels=CLASSES, zero_division=0)
+    # float32 softmax rows sum to 1 only within ~1e-7; renormalise in float64 so log_loss accepts them.
+    probs = probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
     return {
         "accuracy": round(float(np.mean(pred == labels)), 5),
-        "loss": round(float(log_loss(labels, probs.astype(np.float64), labels=CLASSES)), 5),
+        "loss": round(float(log_loss(labels, probs, labels=CLASSES)), 5),
         "macro_f1": round(float(np.mean(f1)), 5),
         "errors": int(np.sum(pred != labels)),
         "n": len(labels),
