@@ -1,0 +1,92 @@
+"""Seconds per training epoch: materialised augmented copies (what the pipeline does) vs augmenting on the fly.
+
+    python benchmarks/augment_cost.py [--preset deep] [--batches 60]
+
+Times `--batches` training steps of the same model three ways and scales to a 54,000-digit epoch:
+  materialised  the augment stage's copies, fed by digits.train.EpochCopies (augmentation cost: zero here)
+  keras-layers  Keras RandomRotation/RandomZoom/RandomTranslation layers in front of the model
+  numpy-batch   digits.augment.augment applied to every batch inside the data feeder
+Needs data/prepared/train.npz (run `dvc repro preprocess` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import keras
+import numpy as np
+
+from digits.augment import augment
+from digits.models import build_model
+from digits.params import AugmentParams, ModelParams
+from digits.preprocess import load_split, one_hot, to_model_input
+from digits.train import EpochCopies
+
+EPOCH = 54_000
+
+
+class OnTheFly(keras.utils.PyDataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, params: AugmentParams) -> None:
+        super().__init__()
+        self.images, self.targets, self.batch_size, self.params = images, one_hot(labels), batch_size, params
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return to_model_input(augment(self.images[s], self.params, self.rng)), self.targets[s]
+
+
+def keras_augmenting(model: keras.Model, params: AugmentParams) -> keras.Model:
+    layers = keras.layers
+    front = [
+        layers.RandomRotation(params.rotation / 360, fill_mode="constant"),
+        layers.RandomZoom(params.zoom, fill_mode="constant"),
+        layers.RandomTranslation(params.shift, params.shift, fill_mode="constant"),
+    ]
+    wrapped = keras.Sequential([keras.Input((28, 28, 1)), *front, *model.layers])
+    wrapped.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    return wrapped
+
+
+def seconds_per_epoch(model: keras.Model, data: keras.utils.PyDataset, batches: int, batch_size: int) -> float:
+    model.fit(data, epochs=1, steps_per_epoch=5, verbose=0)  # trace and warm up
+    start = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=batches, verbose=0)
+    return (time.perf_counter() - start) / (batches * batch_size) * EPOCH
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="deep", choices=["seed", "deep", "best"])
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+
+    images, labels = load_split("data/prepared/train.npz")
+    n = args.batches * args.batch_size + 5 * args.batch_size
+    images, labels = images[:n], labels[:n]
+    aug = AugmentParams()
+    keras.utils.set_random_seed(0)
+    results = {}
+    for name in ["materialised", "keras-layers", "numpy-batch"]:
+        model = build_model(ModelParams(preset=args.preset))
+        if name == "materialised":
+            data = EpochCopies(images[None], labels, args.batch_size, seed=0)
+        elif name == "keras-layers":
+            model = keras_augmenting(model, aug)
+            data = EpochCopies(images[None], labels, args.batch_size, seed=0)
+        else:
+            data = OnTheFly(images, labels, args.batch_size, aug)
+        results[name] = seconds_per_epoch(model, data, args.batches, args.batch_size)
+        print(f"{name:>13}: {results[name]:6.1f} s per 54,000-digit epoch", file=sys.stderr, flush=True)
+    print(f"preset {args.preset}: " + ", ".join(f"{k} {v:.1f} s/epoch" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    main()
