@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from pipeline_repo import make_tiny_repo, run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -19,3 +20,14 @@ def small_model_path() -> Path:
     path = FIXTURES / "model-small.keras"
     assert path.is_file(), f"{path} is missing: run .venv/bin/python tests/fixtures/make_model.py"
     return path
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_mnist_dir: Path) -> Path:
+    """A temp git repo holding this pipeline on tiny params (pipeline_repo.py), after a real `dvc repro`.
+
+    Module-scoped: each test module gets its own copy (about 30 s), since modules change it (exp run, push).
+    """
+    repo = make_tiny_repo(tmp_path_factory.mktemp("repo"), tiny_mnist_dir)
+    run(repo, "dvc", "repro")
+    return repo

@@ -3,79 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["fetch", "preprocess", "augment", "train", "evaluate"]
-COPIED = [
-    "digits",
-    "stages",
-    "dvc.yaml",
-    "params.yaml",
-    "pyproject.toml",
-    ".dvc/config",
-    ".dvcignore",
-    ".gitignore",
-]
+from pipeline_repo import STAGES, run
 
 pytestmark = pytest.mark.slow
 
-
-def tiny_params(tiny_mnist_dir: Path) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["fetch"].update(sources=["local"], local_dir=str(tiny_mnist_dir))
-    params["augment"].update(copies=2, preview=6)
-    # No batch norm: its moving averages need far more than 50 steps to settle.
-    params["model"].update(preset="seed", filters=[8, 16], dense=32)
-    params["train"].update(epochs=3, batch_size=32, lr=0.003, patience=0)
-    params["evaluate"].update(gallery=12)
-    return params
-
-
-def run(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, tiny_mnist_dir: Path) -> Path:
-    repo = tmp_path_factory.mktemp("repo")
-    for name in COPIED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_mnist_dir), sort_keys=False))
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(
-        repo,
-        "git",
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "empty",
-    )
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny pipeline")
-    run(repo, "dvc", "repro")
-    return repo
+# `repo` (conftest.py): a temp git repo holding the pipeline on 600 tiny MNIST digits, after `dvc repro`.
 
 
 def test_repro_writes_every_output(repo: Path) -> None:

@@ -1,0 +1,76 @@
+"""A copy of this project in a temp git repo, on tiny params, for the end-to-end tests (see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["fetch", "preprocess", "augment", "train", "evaluate"]
+COPIED = [
+    "digits",
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
+GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def tiny_params(tiny_mnist_dir: Path) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["fetch"].update(sources=["local"], local_dir=str(tiny_mnist_dir))
+    params["augment"].update(copies=2, preview=6)
+    # No batch norm: its moving averages need far more than 50 steps to settle.
+    params["model"].update(preset="seed", filters=[8, 16], dense=32)
+    params["train"].update(epochs=3, batch_size=32, lr=0.003, patience=0)
+    params["evaluate"].update(gallery=12)
+    return params
+
+
+def run(repo: Path, *args: str, env: dict[str, str] | None = None, fail: bool = False) -> str:
+    """Run a command in `repo` with this interpreter's `python` first on PATH; return stdout + stderr.
+
+    Asserts that it succeeds, or with `fail=True` that it fails. `env` adds to or overrides the environment.
+    """
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **(env or {}),
+    }
+    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    if fail:
+        assert proc.returncode != 0, f"{' '.join(args)} succeeded but should have failed:\n{out}"
+    else:
+        assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return out
+
+
+def git_commit(repo: Path, message: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", *GIT_USER, "commit", "-q", "-m", message)
+
+
+def make_tiny_repo(repo: Path, tiny_mnist_dir: Path) -> Path:
+    """Copy the pipeline into `repo` with tiny params, git init and commit it (no `dvc repro` yet)."""
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / name)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_mnist_dir), sort_keys=False))
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", *GIT_USER, "commit", "-q", "--allow-empty", "-m", "empty")
+    git_commit(repo, "tiny pipeline")
+    return repo

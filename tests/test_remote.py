@@ -1,0 +1,105 @@
+"""Sharing through a DVC remote: `dvc push` in one clone, `dvc pull` in another restores everything.
+
+The committed `.dvc/config` makes `local` (`~/.local/share/dvc-remotes/digits`) the default remote; every dvc
+command here runs with HOME in a temp dir, so that default remote is a temp directory and the round trip
+needs no remote setup at all, as for a user after `make run`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pipeline_repo import git_commit, run
+
+pytestmark = pytest.mark.slow
+
+REMOTE = ".local/share/dvc-remotes/digits"  # under HOME, as `~/...` in .dvc/config
+SHARED = ["data", "models"]  # DVC-cached outputs: they travel through the remote, not git
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {"HOME": str(tmp_path_factory.mktemp("home"))}
+
+
+@pytest.fixture(scope="module")
+def pushed(repo: Path, home: dict[str, str]) -> str:
+    """Repo A after `git commit` of dvc.lock, metrics and plots, and a plain `dvc push`; its output."""
+    git_commit(repo, "tiny pipeline run")
+    return run(repo, "dvc", "push", env=home)
+
+
+@pytest.fixture(scope="module")
+def clone(repo: Path, pushed: str, home: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Repo B: a `git clone` of A, then a plain `dvc pull`."""
+    clone = tmp_path_factory.mktemp("clone") / "b"
+    run(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models/model.keras").exists()
+    run(clone, "dvc", "pull", env=home)
+    return clone
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for top in SHARED
+        for path in sorted((root / top).rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_push_goes_to_the_default_remote_outside_the_repo(
+    repo: Path, pushed: str, home: dict[str, str]
+) -> None:
+    assert "files pushed" in pushed, pushed
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    cached = {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage["outs"]
+        if out["path"].split("/")[0] in SHARED
+    }
+    assert {"data/raw", "data/prepared", "data/augmented", "models/model.keras"} <= set(cached)
+    remote = Path(home["HOME"], REMOTE, "files/md5")
+    for path, md5 in cached.items():  # a directory's md5 ends in .dir: its listing, pushed with its files
+        assert (remote / md5[:2] / md5[2:]).is_file(), path
+    assert "in sync" in run(repo, "dvc", "status", "--cloud", env=home)
+
+
+def test_pull_restores_data_and_models_byte_identical(repo: Path, clone: Path) -> None:
+    original, restored = files(repo), files(clone)
+    assert {"data/raw/manifest.json", "data/augmented/train.npz", "models/model.keras"} <= set(original)
+    assert sorted(restored) == sorted(original)
+    for name, content in original.items():
+        assert restored[name] == content, name
+
+
+def test_metrics_are_identical(repo: Path, clone: Path) -> None:
+    for name in ["metrics/evaluate.json", "metrics/train.json", "plots/confusion.csv"]:
+        assert (clone / name).read_bytes() == (repo / name).read_bytes(), name
+
+
+def test_pulled_clone_is_up_to_date_and_repro_runs_nothing(clone: Path, home: dict[str, str]) -> None:
+    assert "Data and pipelines are up to date" in run(clone, "dvc", "status", env=home)
+    out = run(clone, "dvc", "repro", env=home)
+    assert "Running stage" not in out, out
+    assert run(clone, "git", "status", "--porcelain") == ""
+
+
+def test_pull_from_an_empty_remote_fails_loudly(
+    repo: Path, pushed: str, home: dict[str, str], tmp_path: Path
+) -> None:
+    clone = tmp_path / "c"
+    run(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    # A local override (.dvc/config.local, git-ignored) beats the committed default remote.
+    empty = tmp_path / "empty-remote"
+    empty.mkdir()
+    run(clone, "dvc", "remote", "add", "-d", "--local", "empty", str(empty), env=home)
+    assert "empty" in run(clone, "dvc", "remote", "default", env=home)
+    out = run(clone, "dvc", "pull", env=home, fail=True)
+    assert "failed to pull data from the cloud" in out, out
+    assert "Missing cache files" in out, out
+    assert not (clone / "models/model.keras").exists()
+    assert run(clone, "git", "status", "--porcelain") == ""  # the committed config is untouched
