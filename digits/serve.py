@@ -1,6 +1,9 @@
 """The web app: a drawing page at `/`, a JSON API for single and batch prediction, health and readiness.
 
-    python -m digits.serve --model models/model.keras --host 127.0.0.1 --port 8000
+    python -m digits.serve --model models/model.tflite --host 127.0.0.1 --port 8000
+
+A .tflite model (the export stage's) runs on LiteRT and the server never imports TensorFlow; a .keras model
+runs through a tf.function (digits.runtime has both).
 
 Endpoints are plain `def` functions: FastAPI runs them in its thread pool, so CPU-bound preprocessing and
 inference never block the event loop. Every input goes through digits.drawing (MNIST-style centring) and
@@ -10,7 +13,6 @@ bad input is a 4xx with a `{"detail": "..."}` message, never a 500.
 import argparse
 import base64
 import binascii
-import hashlib
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,11 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from digits import DigitsError
-from digits.drawing import SIDE, BadInput, prepare_image, prepare_pixels
+from digits.drawing import BadInput, prepare_image, prepare_pixels
+from digits.runtime import SUFFIXES, Predictor, load_predictor
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes; a 280x280 canvas PNG is 1-5 KB, a phone photo JPEG 1-2 MB
 MAX_ITEMS = 256  # per batch request
+DEFAULT_MODELS = (Path("models/model.tflite"), Path("models/model.keras"))  # the first that exists
 
 
 class Item(BaseModel):
@@ -46,33 +50,6 @@ class Item(BaseModel):
 class Batch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[Item] = Field(description=f"at most {MAX_ITEMS} pictures")
-
-
-class Predictor:
-    """The model loaded once, called through a tf.function with a fixed signature (any batch size)."""
-
-    def __init__(self, path: Path) -> None:
-        # Imported here so `--help` and a missing model file answer at once, not after TF's import.
-        import tensorflow as tf
-
-        from digits.models import load_model
-
-        model = load_model(path)
-        if tuple(model.input_shape) != (None, SIDE, SIDE, 1) or tuple(model.output_shape) != (None, 10):
-            raise DigitsError(f"{path}: expected a (28, 28, 1) -> 10 classifier, got {model.input_shape}")
-        self.model = model
-        self.sha = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        # One trace serves every batch size. Measured on 2 CPU cores with the small test model: one image
-        # 0.75 ms vs 4.5 ms for eager model(x) and 70 ms for model.predict (which builds a dataset per
-        # call); 256 images 9.6 / 21 / 95 ms. XLA (jit_compile) wins for one image but recompiles for
-        # every new batch size.
-        spec = tf.TensorSpec([None, SIDE, SIDE, 1], tf.float32)
-        self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        self(np.zeros((1, SIDE, SIDE), np.float32))  # warm-up: trace and allocate now, not on request 1
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) float32 -> (n, 10) probabilities."""
-        return self._call(images[..., None]).numpy()
 
 
 def decode_data_url(text: str) -> bytes:
@@ -199,10 +176,12 @@ def create_app(model_path: str | Path, max_body: int = MAX_BODY, max_items: int 
         raise DigitsError(
             f"{model_path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"
         )
+    if model_path.suffix not in SUFFIXES:
+        raise DigitsError(f"{model_path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.predictor = Predictor(model_path)
+        app.state.predictor = load_predictor(model_path)
         yield
         app.state.predictor = None
 
@@ -264,17 +243,25 @@ def create_app(model_path: str | Path, max_body: int = MAX_BODY, max_items: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digits.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/model.keras", help="a .keras file (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a .tflite file (LiteRT, no TensorFlow) or a .keras file (default: models/model.tflite if it "
+        "exists, else models/model.keras)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     args = parser.parse_args(argv)
+    model = args.model or next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
     try:
-        app = create_app(args.model)
+        app = create_app(model)
     except DigitsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     import uvicorn
 
+    runtime = "LiteRT, no TensorFlow" if model.suffix == ".tflite" else "Keras on TensorFlow"
+    print(f"serving {model} ({runtime})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
 
