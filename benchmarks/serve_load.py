@@ -35,7 +35,9 @@ from PIL import Image
 from digits.idx import read_idx
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = (ROOT / "models" / "model.keras", ROOT / "tests" / "fixtures" / "model-small.keras")
+DEFAULT_MODELS = tuple(
+    ROOT / p for p in ("models/model.tflite", "models/model.keras", "tests/fixtures/model-small.keras")
+)
 MNIST_TEST = ROOT / "tests" / "fixtures" / "mnist-tiny"
 CANVAS = 280  # px, the drawing page's canvas
 HOST = "127.0.0.1"
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_model = next((m for m in DEFAULT_MODELS if m.is_file()), DEFAULT_MODELS[-1])
     parser.add_argument(
-        "--model", type=Path, default=default_model, help="a .keras file (default: %(default)s)"
+        "--model", type=Path, default=default_model, help="a .tflite or .keras file (default: %(default)s)"
     )
     parser.add_argument(
         "--payload",
