@@ -1,0 +1,36 @@
+"""Write submission.csv for Kaggle's Digit Recognizer from the trained model.
+
+Reads models/model.keras and data/raw/kaggle-test-images-idx3-ubyte, which fetch writes when it used the
+`kaggle` source and data/kaggle/test.csv exists. Without them (MNIST, Fashion-MNIST) the file holds only
+its header, so the stage always has its output.
+"""
+
+from pathlib import Path
+
+from digits.cli import log, run_stage
+from digits.params import Params
+from digits.submission import write_submission
+
+KAGGLE_TEST = Path("data/raw/kaggle-test-images-idx3-ubyte")
+OUT = Path("submission.csv")
+
+
+def main(params: Params) -> None:
+    import numpy as np
+
+    if not KAGGLE_TEST.is_file():
+        write_submission(OUT, np.zeros(0, np.uint8))
+        log(f"submission: no {KAGGLE_TEST} (fetch did not use Kaggle's test.csv); {OUT} has only its header")
+        return
+    from digits.idx import read_idx
+    from digits.models import load_model
+    from digits.preprocess import to_model_input
+
+    images = read_idx(KAGGLE_TEST)
+    probs = load_model("models/model.keras").predict(to_model_input(images), batch_size=1000, verbose=0)
+    write_submission(OUT, probs.argmax(axis=1))
+    log(f"submission: {len(images)} predictions -> {OUT} (upload it on the competition's page)")
+
+
+if __name__ == "__main__":
+    run_stage("submission", main)
