@@ -73,6 +73,11 @@ class EvaluateParams(_Section):
     gallery: Annotated[int, Field(ge=1, le=100)] = 36
 
 
+class RobustnessParams(_Section):
+    seed: Annotated[int, Field(ge=0)] = 42
+    samples: Annotated[int, Field(ge=1)] = 10000  # test digits to corrupt (all of them if fewer)
+
+
 class Params(_Section):
     fetch: FetchParams = FetchParams()
     preprocess: PreprocessParams = PreprocessParams()
@@ -80,6 +85,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    robustness: RobustnessParams = RobustnessParams()
 
 
 class ParamsError(DigitsError):

@@ -98,3 +98,38 @@ def save_gallery(path: Path, images: np.ndarray, labels: np.ndarray, probs: np.n
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("Misclassified test digits: true→predicted (confidence)", fontsize=9)
     _save(fig, path)
+
+
+def save_robustness_examples(
+    path: str | Path,
+    rows: dict[str, np.ndarray],
+    labels: np.ndarray,
+    predictions: dict[str, np.ndarray] | None = None,
+) -> None:
+    """One row per corruption (name -> uint8 (k, 28, 28)), the same k test digits in each row.
+
+    Column titles show the true labels; with `predictions` (name -> (k,) predicted digits), each digit is
+    captioned with the model's prediction, red where it is wrong. Ink is drawn dark on white, 0..255.
+    """
+    k = len(labels)
+    fig, axes = plt.subplots(len(rows), k, figsize=(0.8 * k + 1.4, 0.95 * len(rows) + 0.6), squeeze=False)
+    for r, (name, digits) in enumerate(rows.items()):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(digits[c], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+            if r == 0:
+                ax.set_title(str(labels[c]), fontsize=10)
+            if predictions is not None:
+                pred = int(predictions[name][c])
+                wrong = pred != int(labels[c])
+                ax.set_xlabel(f"→{pred}", fontsize=7, labelpad=1, color="red" if wrong else "dimgray")
+    caption = "true digit on top" + (
+        "; prediction under each, red if wrong" if predictions is not None else ""
+    )
+    fig.suptitle(f"Corrupted test digits ({caption})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

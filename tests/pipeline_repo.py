@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["fetch", "preprocess", "augment", "train", "evaluate", "export", "submission"]
+STAGES = ["fetch", "preprocess", "augment", "train", "evaluate", "robustness", "export", "submission"]
 COPIED = [
     "digits",
     "stages",

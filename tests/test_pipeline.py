@@ -60,7 +60,7 @@ def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
     out = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
-    for stage in ["train", "evaluate", "export", "submission"]:
+    for stage in ["train", "evaluate", "robustness", "export", "submission"]:
         assert f"Running stage '{stage}'" in out
     for stage in ["fetch", "preprocess", "augment"]:
         assert f"Running stage '{stage}'" not in out

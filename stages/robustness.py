@@ -1,0 +1,58 @@
+"""Accuracy of the trained model on seeded, MNIST-C-style corruptions of the test split.
+
+Reads models/model.keras and data/prepared/test.npz; writes metrics/robustness.json (clean and per-corruption
+accuracy, their mean and the mean relative drop), plots/robustness.csv (a bar per corruption) and
+plots/robustness_examples.png (the same test digits under every corruption, with the model's predictions).
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from digits.cli import log, run_stage, write_json
+from digits.params import Params
+
+EXAMPLES = 10  # digits per row of the examples picture, one of each class
+
+
+def main(params: Params) -> None:
+    from digits import plots, robustness
+    from digits.augment import preview_indices
+    from digits.models import load_model
+    from digits.preprocess import load_split, to_model_input
+
+    p = params.robustness
+    images, labels = load_split("data/prepared/test.npz")
+    keep = robustness.subset(len(labels), p.samples, p.seed)
+    images, labels = images[keep], labels[keep]
+    model = load_model("models/model.keras")
+    log(f"robustness: {len(robustness.CORRUPTIONS)} corruptions of {len(labels)} test digits (seed {p.seed})")
+
+    sets = {"clean": images, **robustness.corrupt_all(images, p.seed)}
+    predicted, accuracy = {}, {}
+    for name, x in sets.items():
+        predicted[name] = model.predict(to_model_input(x), batch_size=1000, verbose=0).argmax(axis=1)
+        accuracy[name] = float(np.mean(predicted[name] == labels))
+        log(f"robustness: {name:<15} {accuracy[name]:.2%}")
+
+    clean = accuracy.pop("clean")
+    metrics = robustness.robustness_metrics(accuracy, clean)
+    write_json("metrics/robustness.json", {"n": len(labels), **metrics})
+    Path("plots").mkdir(exist_ok=True)
+    with Path("plots/robustness.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["corruption", "accuracy"])
+        writer.writerows([("clean", metrics["clean"]), *metrics["corruptions"].items()])
+    shown = preview_indices(labels, EXAMPLES)
+    plots.save_robustness_examples(
+        Path("plots/robustness_examples.png"),
+        {name: x[shown] for name, x in sets.items()},
+        labels[shown],
+        {name: pred[shown] for name, pred in predicted.items()},
+    )
+    log(f"robustness: clean {clean:.2%}, mean over corruptions {metrics['mean_corrupted']:.2%}")
+
+
+if __name__ == "__main__":
+    run_stage("robustness", main)
