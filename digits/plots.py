@@ -27,6 +27,13 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _show_digit(ax: plt.Axes, image: np.ndarray) -> None:
+    """A 28x28 uint8 digit, ink dark on white, in a frame without ticks."""
+    ax.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def save_augment_preview(
     path: str | Path,
     originals: np.ndarray,
@@ -43,9 +50,7 @@ def save_augment_preview(
     for r, (name, digits) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
-            ax.imshow(digits[c], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show_digit(ax, digits[c])
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
             if r == 0 and labels is not None:
@@ -116,9 +121,7 @@ def save_robustness_examples(
     for r, (name, digits) in enumerate(rows.items()):
         for c in range(k):
             ax = axes[r, c]
-            ax.imshow(digits[c], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show_digit(ax, digits[c])
             if c == 0:
                 ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
             if r == 0:
