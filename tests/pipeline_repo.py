@@ -74,3 +74,15 @@ def make_tiny_repo(repo: Path, tiny_mnist_dir: Path) -> Path:
     run(repo, "git", *GIT_USER, "commit", "-q", "--allow-empty", "-m", "empty")
     git_commit(repo, "tiny pipeline")
     return repo
+
+
+def run_stage_script(cwd: Path, stage: str) -> subprocess.CompletedProcess:
+    """Run `stages/<stage>.py` of this checkout with `cwd` as the project directory, without DVC."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )

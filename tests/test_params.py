@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_repo import run_stage_script
 
 from digits.params import ParamsError, load_params, parse_params
 
@@ -65,14 +63,7 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stage", ["preprocess", "train"])
 def test_stage_rejects_bad_params_before_writing_anything(tmp_path: Path, stage: str) -> None:
     (tmp_path / "params.yaml").write_text("train:\n  epochs: -5\n")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    proc = run_stage_script(tmp_path, stage)
     assert proc.returncode == 2
     assert "train.epochs: Input should be greater than 0 (got -5)" in proc.stderr
     assert "Traceback" not in proc.stderr

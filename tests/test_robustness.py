@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from pipeline_repo import run_stage_script
 from scipy import ndimage
 
 from digits import robustness
@@ -237,15 +235,7 @@ def test_stage_end_to_end(tmp_path: Path, tiny_mnist_dir: Path, small_model_path
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["robustness"]["samples"] = 60
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "stages/robustness.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_stage_script(tmp_path, "robustness")
     assert proc.returncode == 0, proc.stderr
     assert "robustness: 8 corruptions of 60 test digits" in proc.stderr
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from pipeline_repo import run_stage_script
 
 from digits.idx import read_idx
 from digits.submission import submission_csv
@@ -42,28 +40,17 @@ def write_kaggle_csvs(directory: Path, tiny_mnist_dir: Path) -> np.ndarray:
     return read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")[:40]
 
 
-def run_stage(cwd: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-
-
 def test_kaggle_fetch_then_submission(tmp_path: Path, tiny_mnist_dir: Path, small_model_path: Path) -> None:
     truth = write_kaggle_csvs(tmp_path / "data/kaggle", tiny_mnist_dir)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["fetch"]["sources"] = ["kaggle"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    fetched = run_stage(tmp_path, "fetch")
+    fetched = run_stage_script(tmp_path, "fetch")
     assert fetched.returncode == 0, fetched.stderr
     (tmp_path / "models").mkdir()
     shutil.copy(small_model_path, tmp_path / "models/model.keras")
 
-    done = run_stage(tmp_path, "submission")
+    done = run_stage_script(tmp_path, "submission")
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "submission.csv").read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 41
@@ -75,7 +62,7 @@ def test_kaggle_fetch_then_submission(tmp_path: Path, tiny_mnist_dir: Path, smal
 
 def test_without_kaggle_data_the_file_has_only_its_header(tmp_path: Path) -> None:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    done = run_stage(tmp_path, "submission")
+    done = run_stage_script(tmp_path, "submission")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "submission.csv").read_text() == "ImageId,Label\n"
     assert "has only its header" in done.stderr
