@@ -144,9 +144,13 @@ async def read_item(request: Request) -> bytes | Item:
             return await upload.read()
     if content_type.startswith("application/json"):
         try:
-            return Item.model_validate(json.loads(await request.body()))
-        except (json.JSONDecodeError, RecursionError) as e:
+            # ValueError covers JSONDecodeError, invalid UTF-8 (UnicodeDecodeError) and integer literals
+            # past Python's 4,300-digit conversion limit; RecursionError, nesting deeper than the stack.
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError) as e:
             raise HTTPException(400, f"body is not valid JSON: {e}") from None
+        try:
+            return Item.model_validate(body)
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
     raise HTTPException(415, "send the image as multipart/form-data (field `file`) or JSON {image|pixels}")
