@@ -46,3 +46,14 @@ serve: setup
 .PHONY: bench-serve
 bench-serve: setup
 	python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
+
+# Every benchmark with bounded sizes (about 15 minutes on a 2-core box); JSON under benchmarks/results/.
+.PHONY: bench
+bench: setup
+	mkdir -p benchmarks/results
+	python benchmarks/train_throughput.py --steps 30 --rounds 3 --preset-rounds 3 \
+		--json benchmarks/results/train_throughput.json
+	python benchmarks/pipeline_timing.py --json benchmarks/results/pipeline_timing.json
+	python benchmarks/inference.py --repeat 3 --json benchmarks/results/inference.json
+	python benchmarks/serve_load.py --requests 4000 --seconds 30 --json benchmarks/results/serve_load.json
+	python benchmarks/augment_cost.py --batches 40 --repeats 3 --json benchmarks/results/augment_cost.json

@@ -1,6 +1,6 @@
 """Seconds per training epoch: materialised augmented copies (the pipeline) vs augmenting on the fly.
 
-    python benchmarks/augment_cost.py [--preset deep] [--batches 60]
+    python benchmarks/augment_cost.py [--preset deep] [--batches 60] [--json PATH]
 
 Times `--batches` training steps of the same model three ways and scales to a 54,000-digit epoch:
   materialised  the augment stage's copies, fed by digits.train.EpochCopies (augmentation cost: zero here)
@@ -12,9 +12,11 @@ Needs data/prepared/train.npz (run `dvc repro preprocess` first).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every round's numbers here")
     args = parser.parse_args()
 
     images, labels = load_split("data/prepared/train.npz")
@@ -100,6 +103,11 @@ def main() -> None:
         f"preset {args.preset}, s per 54,000-digit epoch (median of {args.repeats}): "
         + ", ".join(f"{k} {v:.1f}" for k, v in medians.items())
     )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        report = {"config": config, "seconds_per_epoch": times, "median_seconds_per_epoch": medians}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
