@@ -108,13 +108,14 @@ class Worker:
         v = self.variant
         with contextlib.redirect_stdout(io.StringIO()):  # the stage's verbose=2 epoch lines
             start = time.perf_counter()
-            if v == "plain":
+            if v in ("plain", "arrays"):  # "arrays": plain data feeding, but the stage's callbacks
                 fit(
                     self.x32,
                     self.y1h,
                     batch_size=self.batch,
                     epochs=self.epochs,
                     validation_data=self.val,
+                    callbacks=[] if v == "plain" else self._stage_callbacks() + callbacks,
                     verbose=2,
                 )
             elif v in ("pipeline", "no-determinism", "no-dvclive"):
@@ -128,16 +129,6 @@ class Worker:
                 data = Float32Copies(self.copies, self.labels, self.batch, self.params.seed)
                 fit(
                     data,
-                    epochs=self.epochs,
-                    validation_data=self.val,
-                    callbacks=self._stage_callbacks() + callbacks,
-                    verbose=2,
-                )
-            elif v == "arrays":
-                fit(
-                    self.x32,
-                    self.y1h,
-                    batch_size=self.batch,
                     epochs=self.epochs,
                     validation_data=self.val,
                     callbacks=self._stage_callbacks() + callbacks,
