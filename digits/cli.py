@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
@@ -29,10 +31,23 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: str = "par
     log(f"{name}: done in {time.perf_counter() - start:.1f}s")
 
 
-def write_json(path: str | Path, obj: object) -> None:
-    """Write small JSON atomically, so a killed stage never leaves half a metrics file."""
+def _write_text(path: str | Path, text: str) -> None:
+    # Atomically, so a killed stage never leaves half a metrics or plot file.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    _write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of equal keys as CSV with a header: the tables `dvc plots` draws."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(path, out.getvalue())

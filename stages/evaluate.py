@@ -4,18 +4,10 @@ Reads models/model.keras and data/prepared/test.npz; writes metrics/evaluate.jso
 plots/confusion.csv, plots/per_class.csv and the pictures plots/confusion.png, plots/misclassified.png.
 """
 
-import csv
 from pathlib import Path
 
-from digits.cli import log, run_stage, write_json
+from digits.cli import log, run_stage, write_csv, write_json
 from digits.params import Params
-
-
-def write_csv(path: str, rows: list[dict]) -> None:
-    with Path(path).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(params: Params) -> None:

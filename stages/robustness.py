@@ -5,12 +5,11 @@ accuracy, their mean and the mean relative drop), plots/robustness.csv (a bar pe
 plots/robustness_examples.png (the same test digits under every corruption, with the model's predictions).
 """
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from digits.cli import log, run_stage, write_json
+from digits.cli import log, run_stage, write_csv, write_json
 from digits.params import Params
 
 EXAMPLES = 10  # digits per row of the examples picture, one of each class
@@ -39,11 +38,8 @@ def main(params: Params) -> None:
     clean = accuracy.pop("clean")
     metrics = robustness.robustness_metrics(accuracy, clean)
     write_json("metrics/robustness.json", {"n": len(labels), **metrics})
-    Path("plots").mkdir(exist_ok=True)
-    with Path("plots/robustness.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["corruption", "accuracy"])
-        writer.writerows([("clean", metrics["clean"]), *metrics["corruptions"].items()])
+    bars = {"clean": metrics["clean"], **metrics["corruptions"]}
+    write_csv("plots/robustness.csv", [{"corruption": k, "accuracy": v} for k, v in bars.items()])
     shown = preview_indices(labels, EXAMPLES)
     plots.save_robustness_examples(
         Path("plots/robustness_examples.png"),
