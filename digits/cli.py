@@ -7,8 +7,10 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from digits import DigitsError
@@ -31,13 +33,28 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: str = "par
     log(f"{name}: done in {time.perf_counter() - start:.1f}s")
 
 
-def _write_text(path: str | Path, text: str) -> None:
-    # Atomically, so a killed stage never leaves half a metrics or plot file.
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; renamed onto `path` only if the block succeeds.
+
+    So a failed or killed stage never leaves half a file where a finished one is expected.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes files private; outputs are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path: str | Path, obj: object) -> None:

@@ -16,7 +16,7 @@ def summary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | 
     probs = probs.astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)
     return {
-        "accuracy": round(float(np.mean(pred == labels)), 5),
+        "accuracy": accuracy(labels, probs),
         "loss": round(float(log_loss(labels, probs, labels=CLASSES)), 5),
         "macro_f1": round(float(np.mean(f1)), 5),
         "errors": int(np.sum(pred != labels)),
@@ -57,3 +57,26 @@ def misclassified(labels: np.ndarray, probs: np.ndarray, limit: int) -> np.ndarr
     wrong = np.flatnonzero(pred != labels)
     confidence = probs[wrong, pred[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+def average_softmax(member_probs: list[np.ndarray]) -> np.ndarray:
+    """An ensemble's prediction: the mean of its members' softmax outputs."""
+    if not member_probs:
+        raise ValueError("an ensemble needs at least one member")
+    return np.mean(np.stack(member_probs), axis=0)
+
+
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    return round(float(np.mean(probs.argmax(axis=1) == labels)), 5)
+
+
+def member_spread(accuracies: list[float]) -> dict[str, float | int]:
+    """Mean, sample standard deviation, min and max of the members' single-model accuracies."""
+    acc = np.asarray(accuracies, dtype=np.float64)
+    return {
+        "members": len(acc),
+        "member_accuracy_mean": round(float(acc.mean()), 5),
+        "member_accuracy_std": round(float(acc.std(ddof=1)), 5) if len(acc) > 1 else 0.0,
+        "member_accuracy_min": round(float(acc.min()), 5),
+        "member_accuracy_max": round(float(acc.max()), 5),
+    }

@@ -9,7 +9,6 @@ is written.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError
+from digits.cli import atomic_path
 
 TOLERANCE = 1e-4  # largest |probability difference| from Keras that an export may have
 PROBES = 64  # synthetic pictures the check runs through both models
@@ -61,20 +61,12 @@ def export_tflite(model_path: str | Path, out_path: str | Path) -> Export:
     model = load_model(model_path)
     data = convert(model)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".tflite", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a model file is meant to be shared
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(data)
         difference = max_difference(model, tmp, probe_images())
         if not difference <= TOLERANCE:  # also catches NaN
             raise DigitsError(
                 f"{out_path}: the TFLite export differs from {model_path} by {difference:.2g} in a "
                 f"probability (allowed: {TOLERANCE:g}); not written"
             )
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return Export(out_path, len(data), difference)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digits import DigitsError
 
@@ -67,6 +67,20 @@ class TrainParams(_Section):
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.75  # multiplier per epoch
     patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
     seed: Annotated[int, Field(ge=0)] = 42
+    distribute: Literal["default", "mirrored"] = "default"  # mirrored: every local GPU
+
+
+class EnsembleParams(_Section):
+    # Extra CNNs trained like `train` but with these seeds; the ensemble averages their softmax with the
+    # main model's. Each seed is one `member@<seed>` stage, so adding a seed trains only that member.
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[], max_length=100)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
 
 
 class EvaluateParams(_Section):
@@ -85,7 +99,17 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    ensemble: EnsembleParams = EnsembleParams()
     robustness: RobustnessParams = RobustnessParams()
+
+    @model_validator(mode="after")
+    def _members_differ_from_main(self) -> Params:
+        if self.train.seed in self.ensemble.seeds:
+            raise ValueError(
+                f"ensemble.seeds contains {self.train.seed}, which is train.seed (the main model); "
+                "every member needs its own seed"
+            )
+        return self
 
 
 class ParamsError(DigitsError):
@@ -101,10 +125,13 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 def _describe(err: dict) -> str:
     key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:  # a check across sections names its keys itself
+        return msg
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key (allowed: {', '.join(_allowed_keys(err['loc']))})"
     got = err.get("input")
-    return f"{key}: {err['msg']} (got {got!r})"
+    return f"{key}: {msg} (got {got!r})"
 
 
 def parse_params(raw: object, origin: str = "params") -> Params:

@@ -10,8 +10,6 @@ in 6.5 s). Files are byte-identical for identical arrays, so DVC sees an unchang
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from digits import DigitsError
+from digits.cli import atomic_path
 
 SIDE = 28
 NUM_CLASSES = 10
@@ -99,18 +98,10 @@ def save_split(path: str | Path, x: np.ndarray, y: np.ndarray) -> None:
         raise ValueError(
             f"expected uint8 x (..., {len(y)}, 28, 28) for {len(y)} labels, got {x.dtype} {x.shape}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-            for key, array in (("x", x), ("y", y.astype(np.uint8))):
-                with z.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for key, array in (("x", x), ("y", y.astype(np.uint8))):
+            with z.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from digits.cli import atomic_path
 
 HEADER = "ImageId,Label"
 
@@ -20,7 +21,5 @@ def submission_csv(predictions: np.ndarray) -> str:
 
 
 def write_submission(path: str | Path, predictions: np.ndarray) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(submission_csv(predictions))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(submission_csv(predictions))

@@ -1,23 +1,51 @@
-"""Training: seeded, deterministic Keras fit on materialised augmented copies, selection on validation."""
+"""Training: seeded, deterministic Keras fit on materialised augmented copies, selection on validation.
+
+The pipeline runs Keras on TensorFlow; the default strategy also runs on any other Keras backend (JAX on
+a GPU, say), which benchmarks/seeds.py uses; `mirrored` is tf.distribute's MirroredStrategy.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from digits import DigitsError
 from digits.params import ModelParams, TrainParams
 from digits.preprocess import one_hot, to_model_input
 
 
 def make_deterministic(seed: int) -> None:
-    """Seed Python, NumPy and TF, and make TF ops deterministic (costs little for these CNNs on CPU)."""
+    """Seed Python, NumPy and the backend, and make TF ops deterministic (costs little for these CNNs)."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy(name: str) -> Any:
+    """The tf.distribute strategy for `train.distribute`; None for `default` (plain single-device Keras).
+
+    `mirrored` copies the model to every local GPU (or logical CPU) and splits each batch between them.
+    (MultiWorkerMirroredStrategy is left out: Keras 3's fit fails with it, keras-team/keras#20585.)
+    """
+    if name == "default":
+        return None
+    if keras.backend.backend() != "tensorflow":
+        raise DigitsError(
+            f"train.distribute={name} needs the TensorFlow backend, not {keras.backend.backend()!r}"
+        )
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise DigitsError(f"train.distribute={name!r}: unknown (allowed: default, mirrored)")
 
 
 class EpochCopies(keras.utils.PyDataset):
@@ -119,6 +147,8 @@ def build_and_train(
 ) -> TrainResult:
     from digits.models import build_model
 
+    strategy = distribution_strategy(train_params.distribute)
     make_deterministic(train_params.seed)
-    model = build_model(model_params, lr=train_params.lr)
+    with strategy.scope() if strategy else nullcontext():
+        model = build_model(model_params, lr=train_params.lr)
     return train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)

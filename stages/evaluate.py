@@ -4,30 +4,21 @@ Reads models/model.keras and data/prepared/test.npz; writes metrics/evaluate.jso
 plots/confusion.csv, plots/per_class.csv and the pictures plots/confusion.png, plots/misclassified.png.
 """
 
-from pathlib import Path
-
-from digits.cli import log, run_stage, write_csv, write_json
+from digits.cli import log, run_stage, write_json
 from digits.params import Params
 
 
 def main(params: Params) -> None:
-    from digits import evaluate, plots
     from digits.models import load_model
     from digits.preprocess import load_split, to_model_input
+    from digits.report import write_report
 
     images, labels = load_split("data/prepared/test.npz")
     model = load_model("models/model.keras")
     probs = model.predict(to_model_input(images), batch_size=1000, verbose=0)
-
-    summary = evaluate.summary_metrics(labels, probs)
-    per_class = evaluate.per_class_metrics(labels, probs)
+    summary, per_class = write_report("plots", images, labels, probs, params.evaluate.gallery)
     write_json("metrics/evaluate.json", summary)
     write_json("metrics/per_class.json", per_class)
-    write_csv("plots/confusion.csv", evaluate.confusion_rows(labels, probs))
-    write_csv("plots/per_class.csv", [{"digit": int(d), **m} for d, m in per_class.items()])
-    plots.save_confusion(Path("plots/confusion.png"), evaluate.confusion(labels, probs))
-    wrong = evaluate.misclassified(labels, probs, params.evaluate.gallery)
-    plots.save_gallery(Path("plots/misclassified.png"), images[wrong], labels[wrong], probs[wrong])
     log(f"evaluate: test accuracy {summary['accuracy']:.4%}, {summary['errors']} errors of {summary['n']}")
 
 

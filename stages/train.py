@@ -1,9 +1,11 @@
 """Train the CNN on the augmented training split, selecting weights on the validation split.
 
-Reads data/prepared/{train,val}.npz and data/augmented/train.npz; writes models/model.keras,
-metrics/train.json and the per-epoch DVCLive curves under plots/training/.
+Reads data/prepared/{train,val}.npz and data/augmented/train.npz. The main model (no arguments) writes
+models/model.keras, metrics/train.json and the per-epoch DVCLive curves under plots/training/.
+`--member SEED` trains an ensemble member with that seed instead: models/members/seed-SEED.{keras,json}.
 """
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,13 @@ from digits import DigitsError
 from digits.cli import log, run_stage, write_json
 from digits.params import Params
 
-MODEL = Path("models/model.keras")
 
-
-def main(params: Params) -> None:
+def main(params: Params, member: int | None) -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     from digits.preprocess import load_split
-    from digits.train import build_and_train
+    from digits.train import TrainResult, build_and_train
 
     train_x, train_y = load_split("data/prepared/train.npz")
     val_x, val_y = load_split("data/prepared/val.npz")
@@ -30,16 +30,25 @@ def main(params: Params) -> None:
     if len(copies) == 0:
         log("train: augment.copies is 0, training on the original digits")
         copies = train_x[None]
-    log(f"train: {len(train_y)} digits x {len(copies)} copies, {len(val_y)} for validation")
+    train_params = params.train if member is None else params.train.model_copy(update={"seed": member})
+    name = "main model" if member is None else f"ensemble member seed {member}"
+    log(f"train: {name}, {len(train_y)} digits x {len(copies)} copies, {len(val_y)} for validation")
 
-    with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:
-        result = build_and_train(
-            params.model, params.train, copies, train_y, val_x, val_y, callbacks=[DVCLiveCallback(live=live)]
-        )
-    MODEL.parent.mkdir(exist_ok=True)
-    result.model.save(MODEL)
+    def fit(callbacks: list) -> TrainResult:
+        return build_and_train(params.model, train_params, copies, train_y, val_x, val_y, callbacks=callbacks)
+
+    if member is None:
+        with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:
+            result = fit([DVCLiveCallback(live=live)])
+        model_path, metrics_path = Path("models/model.keras"), Path("metrics/train.json")
+    else:
+        result = fit([])
+        model_path = Path(f"models/members/seed-{member}.keras")
+        metrics_path = model_path.with_suffix(".json")
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save(model_path)
     summary = result.summary()
-    write_json("metrics/train.json", summary)
+    write_json(metrics_path, summary)
     log(
         f"train: best val accuracy {summary['best_val_accuracy']} at epoch {summary['best_epoch']}, "
         f"{summary['images_per_second']:.0f} images/s"
@@ -47,4 +56,7 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("train", main)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--member", type=int, metavar="SEED", help="train ensemble member SEED")
+    args = parser.parse_args()
+    run_stage("train", lambda params: main(params, args.member))

@@ -11,7 +11,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["fetch", "preprocess", "augment", "train", "evaluate", "robustness", "export", "submission"]
+STAGES = [
+    "fetch",
+    "preprocess",
+    "augment",
+    "train",
+    "evaluate",
+    "ensemble",
+    "robustness",
+    "export",
+    "submission",
+]
 COPIED = [
     "digits",
     "stages",
@@ -21,6 +31,7 @@ COPIED = [
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
+    "models/members/.gitkeep",
 ]
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
 

@@ -60,7 +60,7 @@ def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
     out = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
-    for stage in ["train", "evaluate", "robustness", "export", "submission"]:
+    for stage in ["train", "evaluate", "ensemble", "robustness", "export", "submission"]:
         assert f"Running stage '{stage}'" in out
     for stage in ["fetch", "preprocess", "augment"]:
         assert f"Running stage '{stage}'" not in out
@@ -69,3 +69,38 @@ def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
     assert "two-epochs" in names, shown
     epochs = json.loads((repo / "metrics/train.json").read_text())["epochs_run"]
     assert epochs == 2
+
+
+def test_ensemble_without_members_is_the_main_model(repo: Path) -> None:
+    run(repo, "git", "reset", "-q", "--hard")
+    run(repo, "dvc", "checkout", "-f")
+    ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert ensemble["members"] == 1 and ensemble["accuracy"] == evaluate["accuracy"]
+    assert ensemble["member_accuracy_mean"] == evaluate["accuracy"]
+
+
+def test_ensemble_seeds_add_member_stages(repo: Path) -> None:
+    run(repo, "git", "reset", "-q", "--hard")
+    run(repo, "dvc", "checkout", "-f")
+    out = run(repo, "dvc", "exp", "run", "-S", "ensemble.seeds=[7]")
+    ran = {
+        s for s in ["fetch", "augment", "train", "evaluate", "member@7", "ensemble"] if f"stage '{s}'" in out
+    }
+    assert "Running stage 'member@7'" in out and "Running stage 'ensemble'" in out, out
+    assert ran == {"member@7", "ensemble"}, out  # nothing upstream reruns
+    ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
+    rows = (repo / "plots/ensemble/members.csv").read_text().splitlines()
+    assert rows[0] == "model,val_accuracy,test_accuracy"
+    assert [r.split(",")[0] for r in rows[1:]] == ["main (seed 42)", "seed 7", "ensemble of 2"]
+    single = [float(r.split(",")[2]) for r in rows[1:3]]
+    assert ensemble["members"] == 2 and ensemble["accuracy"] == float(rows[3].split(",")[2])
+    assert ensemble["member_accuracy_mean"] == pytest.approx(np.mean(single), abs=1e-5)
+    assert 0.5 < ensemble["accuracy"] <= 1.0 and single[0] != single[1]  # two different CNNs
+    assert json.loads((repo / "models/members/seed-7.json").read_text())["epochs_run"] == 3
+
+    # A second member: seed 7 comes from DVC's run cache, only seed 8 trains.
+    out = run(repo, "dvc", "exp", "run", "-S", "ensemble.seeds=[7,8]")
+    assert "Running stage 'member@8'" in out and "Running stage 'member@7'" not in out, out
+    assert json.loads((repo / "metrics/ensemble.json").read_text())["members"] == 3
+    assert "up to date" in run(repo, "dvc", "status")

@@ -1,0 +1,145 @@
+"""Seed spread and ensembles at full length: one recipe, N seeds, single-model and ensemble test accuracy.
+
+What `ensemble.seeds` does in the pipeline, at a scale a 2-core CPU cannot afford (15 `best` CNNs x 45
+epochs), runnable on any Keras backend, e.g. JAX on a GPU. Same library, same data, same selection on the
+validation split; no DVC. Needs data/prepared/ (`dvc repro preprocess`); augments in-process with the
+`augment` params, so every seed trains on the same augmented copies, as pipeline members do.
+
+    python benchmarks/seeds.py --seeds 1-15 --out benchmarks/results/seeds-best \\
+        -S model.preset=best -S train.epochs=45 -S train.lr=0.001 -S train.lr_decay=0.95 -S augment.copies=45
+
+Each seed writes <out>/seed-<s>.npz (validation and test softmax + its training summary), so several
+processes can share the seeds of one run; `--report` only combines what is in <out> and prints the table:
+single-model test accuracy per seed, mean +- std, and the softmax average of the first k seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from digits.params import Params, load_params, parse_params
+
+
+def seed_list(text: str) -> list[int]:
+    """'1-5' or '1,3,7' or '1-3,9'."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def with_overrides(params: Params, overrides: list[str]) -> Params:
+    """`dvc exp run -S key=value` semantics on the validated params."""
+    raw = params.model_dump()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"-S {item!r}: expected key=value")
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    return parse_params(raw, "params.yaml with -S overrides")
+
+
+def train_seeds(params: Params, seeds: list[int], out: Path) -> None:
+    from digits.augment import augment_copies
+    from digits.preprocess import load_split, to_model_input
+    from digits.train import build_and_train
+
+    train_x, train_y = load_split("data/prepared/train.npz")
+    val_x, val_y = load_split("data/prepared/val.npz")
+    test_x, _ = load_split("data/prepared/test.npz")
+    start = time.perf_counter()
+    copies = augment_copies(train_x, params.augment) if params.augment.copies else train_x[None]
+    print(f"augment: {len(copies)} copies in {time.perf_counter() - start:.1f}s", flush=True)
+    for seed in seeds:
+        result = build_and_train(
+            params.model, params.train.model_copy(update={"seed": seed}), copies, train_y, val_x, val_y
+        )
+        summary = result.summary()
+        np.savez(
+            out / f"seed-{seed}.npz",
+            val=result.model.predict(to_model_input(val_x), batch_size=1000, verbose=0),
+            test=result.model.predict(to_model_input(test_x), batch_size=1000, verbose=0),
+            summary=json.dumps(summary),
+        )
+        print(f"seed {seed}: {json.dumps(summary)}", flush=True)
+
+
+def report(out: Path) -> dict:
+    from digits.preprocess import load_split
+
+    _, val_y = load_split("data/prepared/val.npz")
+    _, test_y = load_split("data/prepared/test.npz")
+    files = sorted(out.glob("seed-*.npz"), key=lambda f: int(f.stem.split("-")[1]))
+    if not files:
+        raise SystemExit(f"{out}: no seed-*.npz files")
+    runs = [np.load(f) for f in files]
+    seeds = [int(f.stem.split("-")[1]) for f in files]
+    single = np.array([np.mean(r["test"].argmax(1) == test_y) for r in runs])
+    rows = []
+    print(f"{'seed':>5} {'val acc':>8} {'test acc':>9} {'epochs':>7} {'train s':>8}")
+    for seed, r, acc in zip(seeds, runs, single, strict=True):
+        s = json.loads(str(r["summary"]))
+        rows.append({"seed": seed, "test_accuracy": float(acc), **s})
+        val, epochs, secs = s["best_val_accuracy"], s["epochs_run"], s["train_seconds"]
+        print(f"{seed:>5} {val:>8.4f} {acc:>9.4f} {epochs:>7} {secs:>7.0f}s")
+    val_sum, test_sum = np.zeros_like(runs[0]["val"]), np.zeros_like(runs[0]["test"])
+    curve = []
+    for k, r in enumerate(runs, 1):
+        val_sum += r["val"]
+        test_sum += r["test"]
+        curve.append(
+            {
+                "members": k,
+                "val_accuracy": float(np.mean(val_sum.argmax(1) == val_y)),
+                "test_accuracy": float(np.mean(test_sum.argmax(1) == test_y)),
+            }
+        )
+    std = single.std(ddof=1) if len(single) > 1 else 0.0
+    print(
+        f"single models: test accuracy mean {single.mean():.4%} +- {std:.4%} "
+        f"(min {single.min():.4%}, max {single.max():.4%}, n={len(single)})"
+    )
+    print("ensemble of the first k seeds (softmax average):")
+    for c in curve:
+        print(f"  k={c['members']:>2}: val {c['val_accuracy']:.4%}  test {c['test_accuracy']:.4%}")
+    summary = {
+        "single": rows,
+        "single_test_mean": float(single.mean()),
+        "single_test_std": float(std),
+        "ensemble": curve,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=seed_list, default=[1, 2, 3], help="e.g. 1-15 or 1,4,9")
+    ap.add_argument("--out", type=Path, required=True, help="folder for seed-<s>.npz and summary.json")
+    ap.add_argument("-S", dest="overrides", action="append", default=[], help="key=value, as dvc exp run -S")
+    ap.add_argument("--report", action="store_true", help="only combine the seeds already in --out")
+    args = ap.parse_args()
+    params = with_overrides(load_params(), args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        (args.out / "params.json").write_text(json.dumps(params.model_dump(), indent=2) + "\n")
+        train_seeds(params, args.seeds, args.out)
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Evaluate the ensemble: the main model plus one member per seed in `ensemble.seeds`, softmax averaged.
+
+Reads models/model.keras, models/members/seed-<s>.keras and data/prepared/{val,test}.npz; writes
+metrics/ensemble.json (test metrics as evaluate's, plus the members' accuracy spread) and plots/ensemble/
+(evaluate's plots for the ensemble, and members.csv: every model's and the ensemble's accuracy).
+With no seeds the ensemble is the main model alone, and its numbers equal evaluate's.
+"""
+
+from digits.cli import log, run_stage, write_csv, write_json
+from digits.params import Params
+
+
+def main(params: Params) -> None:
+    from digits.evaluate import accuracy, average_softmax, member_spread
+    from digits.models import load_model
+    from digits.preprocess import load_split, to_model_input
+    from digits.report import write_report
+
+    images, labels = load_split("data/prepared/test.npz")
+    val_images, val_labels = load_split("data/prepared/val.npz")
+    models = {f"main (seed {params.train.seed})": "models/model.keras"}
+    models |= {f"seed {s}": f"models/members/seed-{s}.keras" for s in params.ensemble.seeds}
+    rows, test_probs, val_probs = [], [], []
+    for name, path in models.items():
+        model = load_model(path)
+        test_probs.append(model.predict(to_model_input(images), batch_size=1000, verbose=0))
+        val_probs.append(model.predict(to_model_input(val_images), batch_size=1000, verbose=0))
+        rows.append(
+            {
+                "model": name,
+                "val_accuracy": accuracy(val_labels, val_probs[-1]),
+                "test_accuracy": accuracy(labels, test_probs[-1]),
+            }
+        )
+        log(f"ensemble: {name}: test accuracy {rows[-1]['test_accuracy']:.4%}")
+    probs = average_softmax(test_probs)
+    summary, _ = write_report("plots/ensemble", images, labels, probs, params.evaluate.gallery)
+    val_accuracy = accuracy(val_labels, average_softmax(val_probs))
+    rows.append(
+        {
+            "model": f"ensemble of {len(models)}",
+            "val_accuracy": val_accuracy,
+            "test_accuracy": summary["accuracy"],
+        }
+    )
+    write_csv("plots/ensemble/members.csv", rows)
+    spread = member_spread([r["test_accuracy"] for r in rows[:-1]])
+    write_json("metrics/ensemble.json", {**summary, "val_accuracy": val_accuracy, **spread})
+    log(
+        f"ensemble: {len(models)} models, test accuracy {summary['accuracy']:.4%} "
+        f"(single models {spread['member_accuracy_mean']:.4%} ± {spread['member_accuracy_std']:.4%})"
+    )
+
+
+if __name__ == "__main__":
+    run_stage("ensemble", main)
