@@ -3,7 +3,8 @@
 What `ensemble.seeds` does in the pipeline, at a scale a 2-core CPU cannot afford (15 `best` CNNs x 45
 epochs), runnable on any Keras backend, e.g. JAX on a GPU. Same library, same data, same selection on the
 validation split; no DVC. Needs data/prepared/ (`dvc repro preprocess`); augments in-process with the
-`augment` params, so every seed trains on the same augmented copies, as pipeline members do.
+`augment` params, so every seed trains on the same augmented copies, as pipeline members do
+(`--augment-per-seed` gives each seed its own copies instead, to measure what that diversity is worth).
 
     python benchmarks/seeds.py --seeds 1-15 --out benchmarks/results/seeds-best \\
         -S model.preset=best -S train.epochs=45 -S train.lr=0.001 -S train.lr_decay=0.95 -S augment.copies=45
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ def with_overrides(params: Params, overrides: list[str]) -> Params:
     return parse_params(raw, "params.yaml with -S overrides")
 
 
-def train_seeds(params: Params, seeds: list[int], out: Path) -> None:
+def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: bool) -> None:
     from digits.augment import augment_copies
     from digits.preprocess import load_split, to_model_input
     from digits.train import build_and_train
@@ -61,10 +61,16 @@ def train_seeds(params: Params, seeds: list[int], out: Path) -> None:
     train_x, train_y = load_split("data/prepared/train.npz")
     val_x, val_y = load_split("data/prepared/val.npz")
     test_x, _ = load_split("data/prepared/test.npz")
-    start = time.perf_counter()
-    copies = augment_copies(train_x, params.augment) if params.augment.copies else train_x[None]
-    print(f"augment: {len(copies)} copies in {time.perf_counter() - start:.1f}s", flush=True)
+
+    def copies_for(augment_seed: int) -> np.ndarray:
+        if not params.augment.copies:
+            return train_x[None]
+        return augment_copies(train_x, params.augment.model_copy(update={"seed": augment_seed}))
+
+    copies = None if augment_per_seed else copies_for(params.augment.seed)
     for seed in seeds:
+        if augment_per_seed:
+            copies = copies_for(seed)
         result = build_and_train(
             params.model, params.train.model_copy(update={"seed": seed}), copies, train_y, val_x, val_y
         )
@@ -132,12 +138,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for seed-<s>.npz and summary.json")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="key=value, as dvc exp run -S")
     ap.add_argument("--report", action="store_true", help="only combine the seeds already in --out")
+    ap.add_argument(
+        "--augment-per-seed",
+        action="store_true",
+        help="augment afresh for every seed (augment.seed = the seed) instead of sharing one set of copies",
+    )
     args = ap.parse_args()
     params = with_overrides(load_params(), args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         (args.out / "params.json").write_text(json.dumps(params.model_dump(), indent=2) + "\n")
-        train_seeds(params, args.seeds, args.out)
+        train_seeds(params, args.seeds, args.out, args.augment_per_seed)
     report(args.out)
 
 

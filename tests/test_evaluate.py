@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from digits import evaluate
 
@@ -53,3 +54,30 @@ def test_misclassified_most_confident_first() -> None:
     assert evaluate.misclassified(LABELS, PROBS, limit=10).tolist() == [5, 4]
     assert evaluate.misclassified(LABELS, PROBS, limit=1).tolist() == [5]
     assert evaluate.misclassified(LABELS[:4], PROBS[:4], limit=5).tolist() == []
+
+
+def test_average_softmax_is_the_mean_of_members() -> None:
+    a = np.array([[0.6, 0.4], [0.2, 0.8]])
+    b = np.array([[0.2, 0.8], [0.4, 0.6]])
+    np.testing.assert_allclose(evaluate.average_softmax([a, b]), [[0.4, 0.6], [0.3, 0.7]])
+    np.testing.assert_array_equal(evaluate.average_softmax([a]), a)
+    with pytest.raises(ValueError, match="at least one member"):
+        evaluate.average_softmax([])
+
+
+def test_ensemble_fixes_a_split_vote() -> None:
+    # Each member is wrong on a different digit; their average is right on both.
+    labels = np.array([0, 1])
+    a = np.array([[0.9, 0.1], [0.55, 0.45]])
+    b = np.array([[0.45, 0.55], [0.1, 0.9]])
+    assert evaluate.accuracy(labels, a) == evaluate.accuracy(labels, b) == 0.5
+    assert evaluate.accuracy(labels, evaluate.average_softmax([a, b])) == 1.0
+
+
+def test_member_spread() -> None:
+    spread = evaluate.member_spread([0.99, 0.995, 0.997])
+    assert spread["members"] == 3
+    assert spread["member_accuracy_mean"] == 0.994
+    assert spread["member_accuracy_std"] == round(float(np.std([0.99, 0.995, 0.997], ddof=1)), 5)
+    assert (spread["member_accuracy_min"], spread["member_accuracy_max"]) == (0.99, 0.997)
+    assert evaluate.member_spread([0.98])["member_accuracy_std"] == 0.0

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from digits import DigitsError
 from digits.idx import read_idx
 from digits.params import ModelParams, TrainParams
-from digits.train import EpochCopies, build_and_train
+from digits.train import EpochCopies, build_and_train, distribution_strategy
 
 
 def test_epoch_copies_cycles_copies_and_reshuffles() -> None:
@@ -75,3 +79,39 @@ def test_restores_the_best_validation_epoch(tiny_mnist_dir: Path) -> None:
     acc = float(np.mean(np.asarray(result.model(to_model_input(val_x))).argmax(axis=1) == val_y))
     assert acc == pytest.approx(max(result.history["val_accuracy"]), abs=1e-6)
     assert result.best_epoch == int(np.argmax(result.history["val_accuracy"])) + 1
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+from digits.idx import read_idx
+from digits.params import ModelParams, TrainParams
+from digits.train import build_and_train
+d = sys.argv[1]
+x, y = read_idx(d + "/train-images-idx3-ubyte.gz"), read_idx(d + "/train-labels-idx1-ubyte.gz")
+params = TrainParams(epochs=2, batch_size=64, patience=0, distribute="mirrored")
+model = ModelParams(preset="seed", filters=[8, 16], dense=32)
+result = build_and_train(model, params, x[None, :500], y[:500], x[500:600], y[500:600])
+print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_sync,
+                  "val_accuracy": result.history["val_accuracy"]}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny_mnist_dir: Path) -> None:
+    # Logical devices must be configured before TensorFlow starts, so this runs in a fresh interpreter.
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(tiny_mnist_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2  # each batch of 64 split into two replicas of 32
+    assert len(out["val_accuracy"]) == 2 and out["val_accuracy"][-1] > 0.2  # it learns (chance: 0.1)
+
+
+def test_distribute_default_needs_no_strategy_and_unknown_names_fail() -> None:
+    assert distribution_strategy("default") is None
+    with pytest.raises(DigitsError, match="unknown"):
+        distribution_strategy("multi_worker")

@@ -1,0 +1,33 @@
+"""digits/cli.py: every output file is written whole or not at all."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from digits.cli import atomic_path, write_csv, write_json
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "model.bin"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and not target.exists()
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # shareable, unlike mkstemp's 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.bin"]
+
+    with pytest.raises(RuntimeError, match="killed halfway"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed halfway")
+    assert target.read_bytes() == b"new"  # the old file stays, the temp file is gone
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.bin"]
+
+
+def test_write_json_and_csv(tmp_path: Path) -> None:
+    write_json(tmp_path / "m.json", {"accuracy": 0.99})
+    assert (tmp_path / "m.json").read_text() == '{\n  "accuracy": 0.99\n}\n'
+    write_csv(tmp_path / "p.csv", [{"digit": 0, "f1": 0.5}, {"digit": 1, "f1": 1.0}])
+    assert (tmp_path / "p.csv").read_text().splitlines() == ["digit,f1", "0,0.5", "1,1.0"]
