@@ -51,8 +51,7 @@ def check_prediction(body: dict, label: int, model_path) -> None:
     assert body["digit"] == label
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
     assert body["model"] == hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
-    x = np.array(body["input"])
-    assert x.shape == (28, 28) and x.min() >= 0 and x.max() == 1
+    assert "input" not in body  # only on request: ?input=true
 
 
 # --- health, readiness, page, docs --------------------------------------------------------------------
@@ -111,6 +110,17 @@ def test_json_data_url(client, digits, small_model_path):
     r = client.post("/api/predict", json={"image": data_url(digits[0][2])})
     assert r.status_code == 200, r.text
     check_prediction(r.json(), int(digits[1][2]), small_model_path)
+
+
+@pytest.mark.parametrize("query", ["input=true", "input=1"])
+def test_input_preview_on_request(client, digits, query):
+    r = client.post(f"/api/predict?{query}", files={"file": ("digit.png", png_bytes(digits[0][0]), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    x = np.array(body["input"])
+    assert x.shape == (28, 28) and x.min() >= 0 and x.max() == 1
+    assert body["digit"] == digits[1][0]
+    assert client.post("/api/predict?input=maybe", json={"pixels": [0.5] * 784}).status_code == 422
 
 
 def test_json_bare_base64(client, digits):

@@ -64,7 +64,7 @@ function setStatus(text, isError = false) {
 async function send(body, headers = {}) {
   const mine = generation;
   try {
-    const response = await fetch("/api/predict", { method: "POST", body, headers });
+    const response = await fetch("/api/predict?input=true", { method: "POST", body, headers });
     const data = await response.json();
     if (mine !== generation) return;
     if (response.ok) {
