@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/serve_load.py --payload pixels     # 28x28 pixel arrays instead
     .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
 
-The server runs exactly as users start it (uvicorn, one process, access log on). Each client is a thread
+The server runs exactly as users start it (`python -m digits.serve`: uvicorn, one process, access log on;
+`--server-args` adds options such as `--workers 2`). Each client is a thread
 with one keep-alive http.client connection that sends a prebuilt body and times request -> full response,
 so the client does little work per request. It still runs on the same machine: client and server share the
 CPU cores, and the report says how much CPU each used. Every response must be a 200 naming the digit's
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import io
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -98,11 +101,11 @@ class ServerDied(RuntimeError):
     pass
 
 
-def start_server(model: Path, port: int, output: IO[bytes]) -> subprocess.Popen[bytes]:
+def start_server(model: Path, port: int, output: IO[bytes], extra: list[str]) -> subprocess.Popen[bytes]:
     # Output to a file, not a pipe: thousands of access-log lines would fill a pipe nobody reads and
     # block the server.
     command = [sys.executable, "-m", "digits.serve", "--model", str(model)]
-    command += ["--host", HOST, "--port", str(port)]
+    command += ["--host", HOST, "--port", str(port), *extra]
     log(f"starting: {' '.join(command)}")
     return subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
 
@@ -142,17 +145,41 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
             server.wait()
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields after the comm field
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (uvicorn's --workers processes)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):  # it exited meanwhile
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
 def rss_mb(pid: int) -> dict[str, float]:
-    """The process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+    """Resident memory now (VmRSS) and at its peak (VmHWM), in MiB, summed over the process tree."""
+    total = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for p in process_tree(pid):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines())
+        for key in total:
+            total[key] += int(fields[key].split()[0]) / 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]  # fields 14 and 15, after the comm field
-    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the process tree has used so far."""
+    ticks = 0
+    for p in process_tree(pid):
+        utime, stime = _stat(p)[11:13]  # fields 14 and 15 of /proc/<pid>/stat
+        ticks += int(utime) + int(stime)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- the load ---------------------------------------------------------------------------------------------
@@ -259,7 +286,7 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
     payloads = make_payloads(args.payload)
     port = free_port()
     with tempfile.TemporaryFile() as output:
-        server = start_server(args.model.resolve(), port, output)
+        server = start_server(args.model.resolve(), port, output, shlex.split(args.server_args))
         try:
             startup = wait_ready(server, port, output, args.startup_timeout)
             log(f"ready after {startup:.1f} s on port {port}; warming up with {args.warmup} requests")
@@ -286,6 +313,7 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
     return results, {
         "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
         "payload": args.payload,
+        "server_args": args.server_args,
         "payload_bytes": round(float(np.mean([len(p.body) for p in payloads]))),
         "clients": args.clients,
         "requests": done,
@@ -322,7 +350,7 @@ def print_report(summary: dict[str, Any]) -> None:
     latency, rss, cpu = summary["latency_ms"], summary["server_rss_mb"], summary["cpu_s"]
     lines = [
         f"model {summary['model']}, payload {summary['payload']} ({summary['payload_bytes']} bytes), "
-        f"{summary['clients']} clients",
+        f"{summary['clients']} clients, server options {summary['server_args'] or '(none)'}",
         f"requests    {summary['requests']} in {summary['wall_s']} s = {summary['requests_per_s']} req/s",
         f"latency ms  p50 {latency['p50']}  p90 {latency['p90']}  p99 {latency['p99']}  max {latency['max']}",
         f"errors      {summary['errors']} {summary['error_kinds']}",
@@ -356,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--warmup", type=int, default=50, help="unmeasured requests first (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="extra `python -m digits.serve` options, e.g. '--workers 2 --no-access-log'",
     )
     parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for GET /ready")
     parser.add_argument(

@@ -14,6 +14,7 @@ import argparse
 import base64
 import binascii
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -173,6 +174,9 @@ _PREDICT_BODY = {  # read_item parses the body itself, so describe it for /docs 
 }
 
 
+MODEL_ENV = "DIGITS_MODEL"
+
+
 def create_app(model_path: str | Path, max_body: int = MAX_BODY, max_items: int = MAX_ITEMS) -> FastAPI:
     """The app; the model is loaded and warmed up at startup (lifespan), /ready says when that is done."""
     model_path = Path(model_path)
@@ -222,9 +226,9 @@ def create_app(model_path: str | Path, max_body: int = MAX_BODY, max_items: int 
     def predict(
         item: Annotated[bytes | Item, Depends(read_item)],
         model: Annotated[Predictor, Depends(get_predictor)],
-        with_input: Annotated[bool, Query(alias="input", description="add the 28x28 input the model saw")] = False,
+        with_input: Annotated[bool, Query(alias="input", description="add the 28x28 model input")] = False,
     ) -> JSONResponse:
-        """One picture -> the digit and the 10 probabilities (and, with ?input=true, the 28x28 model input)."""
+        """One picture -> the digit, the 10 probabilities (and with ?input=true the 28x28 model input)."""
         x = prepare_image(item) if isinstance(item, bytes) else prepare_item(item)
         body = {**_result(model(x[None])[0]), "model": model.sha}
         if with_input:  # 16 KB of JSON the page draws as a preview; API clients rarely want it
@@ -261,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, each with its own model copy (~80 MiB with LiteRT) (default: %(default)s)",
+    )
+    parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     model = args.model or next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
     try:
         app = create_app(model)
@@ -271,9 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     runtime = "LiteRT, no TensorFlow" if model.suffix == ".tflite" else "Keras on TensorFlow"
-    print(f"serving {model} ({runtime})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port)
+    print(f"serving {model} ({runtime}) with {args.workers} worker(s)", file=sys.stderr, flush=True)
+    options = {"host": args.host, "port": args.port, "access_log": not args.no_access_log}
+    if args.workers == 1:
+        uvicorn.run(app, **options)
+    else:  # each worker process builds its own app from the import string
+        os.environ[MODEL_ENV] = str(model.resolve())
+        uvicorn.run("digits.serve:app_from_env", factory=True, workers=args.workers, **options)
     return 0
+
+
+def app_from_env() -> FastAPI:
+    """The app for the model named by $DIGITS_MODEL: what `--workers` processes start."""
+    return create_app(os.environ[MODEL_ENV])
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -202,3 +205,35 @@ def test_serving_a_tflite_model_never_imports_tensorflow(tflite_path, tiny_mnist
     result = json.loads(done.stdout.strip().splitlines()[-1])
     label = int(read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")[0])
     assert result == {"status": 200, "digit": label, "imported": []}
+
+
+def test_cli_with_two_workers_and_no_access_log(tflite_path, tiny_mnist_dir, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "digits.serve", "--model", str(tflite_path), "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [*command, "--workers", "2", "--no-access-log"], cwd=ROOT, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        pixels = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")[:8]
+        labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")[:8]
+        for x, label in zip(pixels, labels, strict=True):
+            answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"pixels": x.tolist()})
+            assert answer.status_code == 200 and answer.json()["digit"] == label
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    text = log.read_text()
+    assert text.count("Started server process") == 2, text  # two worker processes
+    assert "with 2 worker(s)" in text and "POST /api/predict" not in text, text  # no access log

@@ -114,7 +114,8 @@ def test_json_data_url(client, digits, small_model_path):
 
 @pytest.mark.parametrize("query", ["input=true", "input=1"])
 def test_input_preview_on_request(client, digits, query):
-    r = client.post(f"/api/predict?{query}", files={"file": ("digit.png", png_bytes(digits[0][0]), "image/png")})
+    upload = {"file": ("digit.png", png_bytes(digits[0][0]), "image/png")}
+    r = client.post(f"/api/predict?{query}", files=upload)
     assert r.status_code == 200, r.text
     body = r.json()
     x = np.array(body["input"])
