@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server-args",
         default="",
-        help="extra `python -m digits.serve` options, e.g. '--workers 2 --no-access-log'",
+        help="extra `python -m digits.serve` options, e.g. --server-args='--workers 2 --no-access-log'",
     )
     parser.add_argument("--startup-timeout", type=float, default=120, help="seconds to wait for GET /ready")
     parser.add_argument(

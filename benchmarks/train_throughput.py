@@ -346,15 +346,18 @@ def main() -> None:
             specs += [(t, t, args.preset) for t in TOGGLES]
             runs = alternate(start_batch(specs, args, data), args.preset_rounds, "toggles")
             med = {name: median_ips(r) for name, r in runs.items()}
+            cpu = {name: median_ips(r, "images_per_cpu_s") for name, r in runs.items()}
             report["phases"]["toggles"] = {
                 "runs": runs,
                 "median": med,
+                "median_per_cpu_s": cpu,
                 "gain_vs_pipeline": {t: med[t] / med["pipeline"] - 1 for t in TOGGLES},
             }
             if args.toggles == "only":
                 plain, pipe = med["plain"], med["pipeline"]
                 report["ratio"] = pipe / plain
                 report["ratio_best_round"] = best_ratio(runs)
+                report["cpu_ratio"] = cpu["pipeline"] / cpu["plain"]
     report["seconds"] = time.perf_counter() - started
 
     c = report["config"]
@@ -378,11 +381,14 @@ def main() -> None:
     if "toggles" in report["phases"]:
         t = report["phases"]["toggles"]
         print(f"\ntoggles (each removes one thing from the pipeline path), preset {args.preset}\n")
-        print("| variant | images/s | vs pipeline | vs plain |")
-        print("|---|---|---|---|")
+        print("| variant | images/s | vs pipeline | vs plain | images/CPU-s | vs pipeline | vs plain |")
+        print("|---|---|---|---|---|---|---|")
         for name, v in t["median"].items():
             vs_pipe, vs_plain = v / t["median"]["pipeline"], v / t["median"]["plain"]
-            print(f"| {name} | {v:.0f} | {vs_pipe:.2f} | {vs_plain:.2f} |")
+            c = t["median_per_cpu_s"][name]
+            c_pipe, c_plain = c / t["median_per_cpu_s"]["pipeline"], c / t["median_per_cpu_s"]["plain"]
+            print(f"| {name} | {v:.0f} | {vs_pipe:.2f} | {vs_plain:.2f} ", end="")
+            print(f"| {c:.0f} | {c_pipe:.2f} | {c_plain:.2f} |")
     print(
         f"\nratio pipeline/plain {report['ratio']:.2f} of medians, {report['ratio_best_round']:.2f} of best "
         f"rounds (goal >= 1.0); per CPU-second {report.get('cpu_ratio', float('nan')):.2f}; "

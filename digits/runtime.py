@@ -159,15 +159,15 @@ def _cpus(cap: int = 4) -> int:
     return min(available, cap)
 
 
-def load_predictor(path: str | Path) -> Predictor:
-    """The runtime for the model file: LiteRT for .tflite, Keras (TensorFlow) for .keras."""
+def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """The runtime for the model file: LiteRT for .tflite (`threads` for its kernels), Keras for .keras."""
     path = Path(path)
     if not path.is_file():
         raise DigitsError(
             f"{path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"
         )
     if path.suffix == ".tflite":
-        return LiteRTPredictor(path)
+        return LiteRTPredictor(path, threads)
     if path.suffix == ".keras":
         return KerasPredictor(path)
     raise DigitsError(f"{path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")

@@ -237,3 +237,29 @@ def test_cli_with_two_workers_and_no_access_log(tflite_path, tiny_mnist_dir, tmp
     text = log.read_text()
     assert text.count("Started server process") == 2, text  # two worker processes
     assert "with 2 worker(s)" in text and "POST /api/predict" not in text, text  # no access log
+
+
+def test_workers_get_a_listening_socket_marked_tcp(monkeypatch):
+    # Marked TCP, asyncio sets TCP_NODELAY on every accepted connection; uvicorn's own socket (protocol 0)
+    # leaves Nagle on and costs each keep-alive response a ~40 ms delayed ACK (Kludex/uvicorn#3149).
+    import uvicorn.supervisors
+
+    from digits.serve import _run_workers
+
+    seen = []
+
+    class Capture:
+        def __init__(self, config, sockets):
+            seen.append((config, sockets))
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Capture)
+    _run_workers(2, {"host": "127.0.0.1", "port": 0, "access_log": False})
+    config, [sock] = seen[0]
+    try:
+        assert config.workers == 2 and sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
