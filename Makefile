@@ -22,8 +22,9 @@ run: setup
 test: setup
 	pytest
 
+# Without the end-to-end pipeline runs and without Chromium (the browser test).
 test-fast: setup
-	pytest -m "not slow"
+	pytest -m "not slow and not browser"
 
 lint: setup
 	ruff check .

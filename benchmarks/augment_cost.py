@@ -24,7 +24,8 @@ import numpy as np
 from digits.augment import augment
 from digits.models import build_model
 from digits.params import AugmentParams, ModelParams
-from digits.preprocess import load_split, one_hot, to_model_input
+from digits.preprocess import load_split
+from digits.shapes import one_hot, to_model_input
 from digits.train import EpochCopies
 
 EPOCH = 54_000

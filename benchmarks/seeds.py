@@ -55,7 +55,8 @@ def with_overrides(params: Params, overrides: list[str]) -> Params:
 
 def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: bool) -> None:
     from digits.augment import augment_copies
-    from digits.preprocess import load_split, to_model_input
+    from digits.models import predict_probs
+    from digits.preprocess import load_split
     from digits.train import build_and_train
 
     train_x, train_y = load_split("data/prepared/train.npz")
@@ -77,8 +78,8 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
         summary = result.summary()
         np.savez(
             out / f"seed-{seed}.npz",
-            val=result.model.predict(to_model_input(val_x), batch_size=1000, verbose=0),
-            test=result.model.predict(to_model_input(test_x), batch_size=1000, verbose=0),
+            val=predict_probs(result.model, val_x),
+            test=predict_probs(result.model, test_x),
             summary=json.dumps(summary),
         )
         print(f"seed {seed}: {json.dumps(summary)}", flush=True)

@@ -61,7 +61,7 @@ class Worker:
 
         from digits.models import build_model
         from digits.params import ModelParams, TrainParams
-        from digits.preprocess import one_hot, to_model_input
+        from digits.shapes import one_hot, to_model_input
         from digits.train import make_deterministic
 
         self.variant, self.batch, self.epochs = variant, batch, epochs
@@ -153,7 +153,7 @@ class Worker:
 
 
 def _float32_copies_class():
-    from digits.preprocess import to_model_input
+    from digits.shapes import to_model_input
     from digits.train import EpochCopies
 
     class Float32Copies(EpochCopies):
@@ -267,16 +267,11 @@ def start_batch(specs: list[tuple[str, str, str]], args: argparse.Namespace, dat
 
 
 def write_subset(args: argparse.Namespace, path: Path) -> dict:
-    from digits.preprocess import load_split
+    from digits.preprocess import load_split, load_training_copies
 
     n = args.steps * args.batch  # whole batches only, so no ragged last batch retraces anything
     args.val = args.val or n // 9  # the stage validates 6,000 digits per 54,000 trained
-    copies, labels = load_split(ROOT / "data/augmented/train.npz")
-    train_x, train_y = load_split(ROOT / "data/prepared/train.npz")
-    if not np.array_equal(labels, train_y):
-        sys.exit("data/augmented/train.npz does not match data/prepared/train.npz")
-    if len(copies) == 0:
-        copies = train_x[None]
+    copies, labels = load_training_copies(ROOT)
     val_x, val_y = load_split(ROOT / "data/prepared/val.npz")
     np.savez(
         path,

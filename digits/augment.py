@@ -3,9 +3,8 @@
 Each digit gets one affine map (rotate about the centre, scale, shift) and, when `elastic_alpha > 0`, a
 smooth random displacement field (Simard et al. 2003). Both are composed into a single source coordinate
 per output pixel and sampled bilinearly with zeros outside the digit, for a whole chunk of digits at once
-in numpy: about 0.6 s per 54,000 digits on 2 CPU cores (0.9 s with elastic), 4-5x faster than
-scipy.ndimage's map_coordinates or a per-digit affine_transform loop (measured), with the same pixels +-1.
-The same params and seed always give the same bytes.
+in numpy: several times faster than scipy.ndimage's map_coordinates or a per-digit affine_transform loop,
+with the same pixels +-1 (benchmarks/README.md). The same params and seed always give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from digits.params import AugmentParams
+from digits.shapes import SIDE, check_uint8_digits
 
-SIDE = 28
 _CENTRE = (SIDE - 1) / 2  # rotation and zoom pivot: the middle of the 28x28 pixel grid
 _PAD = 2  # zero border: clipped coordinates land in it, so outside samples read 0
 _CHUNK = 512  # digits warped at once: bounds memory (~20 MB); elastic noise is drawn per chunk of this size
@@ -82,9 +81,7 @@ def warp(
 
 def augment(images: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
     """One randomly transformed version of each uint8 digit (n, 28, 28), drawn from rng; uint8 out."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise ValueError(f"expected uint8 digits (n, 28, 28), got {images.dtype} {images.shape}")
+    images = check_uint8_digits(images, "images")
     angles, scales, shifts = random_affine(len(images), params, rng)
     fields = None
     if params.elastic_alpha > 0:  # drawn chunk by chunk, after the affine draws, so memory stays bounded

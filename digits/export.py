@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError
-from digits.cli import atomic_path
+from digits.files import atomic_path
 
 TOLERANCE = 1e-4  # largest |probability difference| from Keras that an export may have
 PROBES = 64  # synthetic pictures the check runs through both models

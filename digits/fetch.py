@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from digits import DigitsError
-from digits.cli import log
+from digits import DigitsError, log
 from digits.idx import idx_bytes, parse_idx, read_idx
 from digits.params import FetchParams
 

@@ -7,15 +7,14 @@ row-major order, big-endian. MNIST images are `00 00 08 03` (uint8, n x 28 x 28)
 from __future__ import annotations
 
 import gzip
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from digits import DigitsError
+from digits.files import write_bytes
 
 # The dtype codes of the IDX spec. Data is big-endian whatever the machine.
 _DTYPES: dict[int, np.dtype] = {
@@ -81,19 +80,11 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def write_idx(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 array as IDX (gzipped when the name ends in .gz), atomically.
 
-    The bytes go to a temp file in the same directory, which is then renamed over `path`, so a reader
-    never sees half a file. Gzip output uses mtime 0 so the same array always gives the same bytes.
+    A reader never sees half a file (digits.files). Gzip output uses mtime 0 so the same array always
+    gives the same bytes.
     """
     path = Path(path)
     data = idx_bytes(array)
     if path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=9, mtime=0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, data)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from digits import DigitsError
 
 Source = Literal["mirrors", "pip", "local", "kaggle"]
-Preset = Literal["seed", "deep", "best"]
+Preset = Literal["seed", "fast", "deep", "best"]
 PosInt = Annotated[int, Field(gt=0)]
 
 
@@ -63,8 +63,13 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: Annotated[int, Field(gt=0, le=1000)] = 12
     batch_size: Annotated[int, Field(gt=0, le=65536)] = 128
-    lr: Annotated[float, Field(gt=0, le=1)] = 0.003
-    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.75  # multiplier per epoch
+    # exponential: lr * lr_decay**epoch. onecycle: per step, a linear warm-up from lr/25 to lr over the first
+    # `warmup` share of all steps, then cosine annealing to 0.
+    schedule: Literal["exponential", "onecycle"] = "exponential"
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.003  # the peak rate for onecycle
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.75  # exponential: multiplier per epoch
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.2  # onecycle: share of the steps spent warming up
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
     seed: Annotated[int, Field(ge=0)] = 42
     distribute: Literal["default", "mirrored"] = "default"  # mirrored: every local GPU

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from digits.cli import atomic_path
+from digits.files import atomic_path
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:

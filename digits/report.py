@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from digits import evaluate, plots
-from digits.cli import write_csv
+from digits.files import write_csv
 
 
 def write_report(
     plots_dir: str | Path, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, gallery: int
-) -> tuple[dict, dict]:
+) -> dict:
     """Write confusion.csv, per_class.csv, confusion.png and misclassified.png into plots_dir.
 
-    Returns the summary and per-class metrics for the caller's metrics JSON.
+    Returns the summary metrics for the caller's metrics JSON.
     """
     plots_dir = Path(plots_dir)
     summary = evaluate.summary_metrics(labels, probs)
@@ -25,4 +25,4 @@ def write_report(
     plots.save_confusion(plots_dir / "confusion.png", evaluate.confusion(labels, probs))
     wrong = evaluate.misclassified(labels, probs, gallery)
     plots.save_gallery(plots_dir / "misclassified.png", images[wrong], labels[wrong], probs[wrong])
-    return summary, per_class
+    return summary

@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from digits.augment import SIDE, warp
+from digits.augment import warp
+from digits.shapes import check_uint8_digits
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -122,9 +123,7 @@ def corrupt_all(
     images: np.ndarray, seed: int, corruptions: Mapping[str, Corruption] = CORRUPTIONS
 ) -> dict[str, np.ndarray]:
     """Every corruption of uint8 digits (n, 28, 28): {name: uint8 (n, 28, 28)}, bit-identical per seed."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise ValueError(f"expected uint8 digits (n, 28, 28), got {images.dtype} {images.shape}")
+    images = check_uint8_digits(images, "images")
     return {name: corrupt(images, generator(seed, name)) for name, corrupt in corruptions.items()}
 
 

@@ -3,11 +3,9 @@
     predictor = load_predictor("models/model.tflite")  # or models/model.keras; the suffix picks the runtime
     probabilities = predictor(images)  # (n, 28, 28) float32 in [0, 1] -> (n, 10)
 
-The LiteRT runtime (`ai-edge-litert`, about 60 MB installed) imports no TensorFlow (1.3 GB), so a server
-on a .tflite file is ready in 0.5 s instead of 4 s and holds 85 MB instead of 670 MB. Measured with the
-pipeline's model on two shared CPU cores (benchmarks/inference.py): one image 0.12 ms with LiteRT vs 1.2 ms
-through the tf.function, batches of 256 8,700 vs 6,900 images/s, and the outputs agree (same argmax on all
-10,000 MNIST test digits, probabilities within 1.2e-6).
+The LiteRT runtime (`ai-edge-litert`) imports no TensorFlow, so a server on a .tflite file starts several
+times faster, holds a fraction of the memory, and answers one image about ten times faster than the
+tf.function, with the same outputs (benchmarks/inference.py; numbers in benchmarks/README.md).
 
 Both runtimes are loaded once and warmed up before the first request, never call `model.predict` (which
 builds a dataset per call), and are safe to call from FastAPI's thread pool.
@@ -68,9 +66,8 @@ class KerasPredictor(Predictor):
         if tuple(model.input_shape) != (None, SIDE, SIDE, 1) or tuple(model.output_shape) != (None, 10):
             raise DigitsError(f"{path}: expected a (28, 28, 1) -> 10 classifier, got {model.input_shape}")
         self.model = model
-        # Measured on 2 CPU cores with the small test model: one image 0.75 ms vs 4.5 ms for eager model(x)
-        # and 70 ms for model.predict (which builds a dataset per call); 256 images 9.6 / 21 / 95 ms. XLA
-        # (jit_compile) wins for one image but recompiles for every new batch size.
+        # Several times faster than eager model(x), and far faster than model.predict (a dataset per call).
+        # XLA (jit_compile) wins for one image but recompiles for every new batch size.
         spec = tf.TensorSpec([None, SIDE, SIDE, 1], tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self.warm_up()
@@ -115,9 +112,8 @@ class LiteRTPredictor(Predictor):
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         """`num_threads`: default, the CPUs this process may use, at most 4 (LiteRT's own default is 1).
 
-        Measured with the pipeline's model on 2 cores: one image 0.11 ms with 2 threads vs 0.21 ms with 1,
-        batches of 256 8,500 vs 4,100 images/s (LiteRT without XNNPACK: 0.62 ms for one image). The cap of
-        4 is a guess, not measured: a 28x28 CNN has too little work per layer to split further.
+        Two threads halve the latency of one image and double batch throughput on 2 cores (benchmarks/
+        README.md). The cap of 4 is a guess: a 28x28 CNN has too little work per layer to split further.
         """
         data = path.read_bytes()
         super().__init__(path, data)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.cli import atomic_path
+from digits.files import atomic_path
 
 HEADER = "ImageId,Label"
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from digits import DigitsError
 from digits.params import ModelParams, TrainParams
-from digits.preprocess import one_hot, to_model_input
+from digits.shapes import SIDE, one_hot, to_model_input
 
 
 def make_deterministic(seed: int) -> None:
@@ -48,6 +48,34 @@ def distribution_strategy(name: str) -> Any:
     raise DigitsError(f"train.distribute={name!r}: unknown (allowed: default, mirrored)")
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the n training digits."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_dataset(copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epochs: int) -> Any:
+    """EpochCopies' batches for `epochs` epochs, in the same order, as one tf.data pipeline.
+
+    Keras pulls a PyDataset's batches through Python one at a time, which can halve the images/s of these
+    small CNNs on 2 vCPUs (benchmarks/README.md). Fit it with steps_per_epoch = ceil(n / batch_size).
+    """
+    import tensorflow as tf
+
+    n_copies, n = copies.shape[:2]
+    # Row e holds epoch e's order as indices into the copies stacked end to end.
+    orders = np.stack([epoch_order(seed, e, n) + (e % n_copies) * n for e in range(epochs)])
+    images = tf.constant(copies.reshape(n_copies * n, SIDE, SIDE, 1))
+    targets = tf.constant(one_hot(labels))
+
+    def batch(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # x / 255 in float32, like to_model_input: the same bits.
+        return tf.cast(tf.gather(images, idx), tf.float32) / 255, tf.gather(targets, idx % n)
+
+    ds = tf.data.Dataset.from_tensor_slices(orders)
+    ds = ds.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 class EpochCopies(keras.utils.PyDataset):
     """Batches from copy `epoch % n_copies` of the training images, reshuffled every epoch.
 
@@ -67,7 +95,7 @@ class EpochCopies(keras.utils.PyDataset):
         self._order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.copies.shape[1])
+        return epoch_order(self.seed, self.epoch, self.copies.shape[1])
 
     def __len__(self) -> int:
         return math.ceil(self.copies.shape[1] / self.batch_size)
@@ -112,9 +140,17 @@ def train_model(
     params: TrainParams,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
 ) -> TrainResult:
-    """Fit with exponential LR decay; keep the weights of the epoch with the best validation accuracy."""
-    data = EpochCopies(train_copies, train_labels, params.batch_size, params.seed)
-    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: params.lr * params.lr_decay**epoch)
+    """Fit a model compiled by `compile_for`; keep the weights of the best validation epoch."""
+    if keras.backend.backend() == "tensorflow":
+        data = epoch_dataset(train_copies, train_labels, params.batch_size, params.seed, params.epochs)
+        steps = math.ceil(len(train_labels) / params.batch_size)
+    else:
+        data, steps = EpochCopies(train_copies, train_labels, params.batch_size, params.seed), None
+    if params.schedule == "exponential":
+        callbacks = [
+            keras.callbacks.LearningRateScheduler(lambda e: params.lr * params.lr_decay**e),
+            *callbacks,
+        ]
     # restore_best_weights makes the saved model the validation-selected one, stopped early or not.
     best = keras.callbacks.EarlyStopping(
         monitor="val_accuracy",
@@ -127,13 +163,37 @@ def train_model(
     history = model.fit(
         data,
         epochs=params.epochs,
+        steps_per_epoch=steps,
+        shuffle=False,  # both feeds shuffle per epoch themselves
         validation_data=(to_model_input(val_images), one_hot(val_labels)),
-        callbacks=[schedule, best, *callbacks],
+        callbacks=[best, *callbacks],
         verbose=2,
     ).history
     seconds = time.perf_counter() - start
     best_epoch = int(np.argmax(history["val_accuracy"])) + 1
     return TrainResult(model, history, best_epoch, seconds, len(history["loss"]) * len(train_labels))
+
+
+def learning_rate(
+    params: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.CosineDecay:
+    """The optimizer's learning rate: per step for onecycle; exponential is set per epoch by a callback."""
+    if params.schedule == "exponential":
+        return params.lr
+    total = params.epochs * steps_per_epoch
+    warmup = round(params.warmup * total)
+    return keras.optimizers.schedules.CosineDecay(
+        params.lr / 25, decay_steps=max(total - warmup, 1), warmup_target=params.lr, warmup_steps=warmup
+    )
+
+
+def compile_for(model: keras.Model, params: TrainParams, n_train: int) -> None:
+    """Compile `model` with the recipe's optimizer, schedule and loss, for n_train digits per epoch."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate(params, math.ceil(n_train / params.batch_size))),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+        metrics=["accuracy"],
+    )
 
 
 def build_and_train(
@@ -150,5 +210,6 @@ def build_and_train(
     strategy = distribution_strategy(train_params.distribute)
     make_deterministic(train_params.seed)
     with strategy.scope() if strategy else nullcontext():
-        model = build_model(model_params, lr=train_params.lr)
+        model = build_model(model_params)
+        compile_for(model, train_params, len(train_labels))
     return train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)

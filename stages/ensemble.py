@@ -6,14 +6,15 @@ metrics/ensemble.json (test metrics as evaluate's, plus the members' accuracy sp
 With no seeds the ensemble is the main model alone, and its numbers equal evaluate's.
 """
 
-from digits.cli import log, run_stage, write_csv, write_json
+from digits.cli import log, run_stage
+from digits.files import write_csv, write_json
 from digits.params import Params
 
 
 def main(params: Params) -> None:
     from digits.evaluate import accuracy, average_softmax, member_spread
-    from digits.models import load_model
-    from digits.preprocess import load_split, to_model_input
+    from digits.models import load_model, predict_probs
+    from digits.preprocess import load_split
     from digits.report import write_report
 
     images, labels = load_split("data/prepared/test.npz")
@@ -23,8 +24,8 @@ def main(params: Params) -> None:
     rows, test_probs, val_probs = [], [], []
     for name, path in models.items():
         model = load_model(path)
-        test_probs.append(model.predict(to_model_input(images), batch_size=1000, verbose=0))
-        val_probs.append(model.predict(to_model_input(val_images), batch_size=1000, verbose=0))
+        test_probs.append(predict_probs(model, images))
+        val_probs.append(predict_probs(model, val_images))
         rows.append(
             {
                 "model": name,
@@ -34,7 +35,7 @@ def main(params: Params) -> None:
         )
         log(f"ensemble: {name}: test accuracy {rows[-1]['test_accuracy']:.4%}")
     probs = average_softmax(test_probs)
-    summary, _ = write_report("plots/ensemble", images, labels, probs, params.evaluate.gallery)
+    summary = write_report("plots/ensemble", images, labels, probs, params.evaluate.gallery)
     val_accuracy = accuracy(val_labels, average_softmax(val_probs))
     rows.append(
         {

@@ -1,12 +1,13 @@
 """Split the training digits into train/val (stratified, seeded) and store every split compactly.
 
 Reads data/raw/*-ubyte; writes data/prepared/{train,val,test}.npz (uint8 x, labels y) and
-metrics/data.json (digits per class per split). The test split is copied through untouched.
+data/prepared/summary.json (digits per class per split). The test split is copied through untouched.
 """
 
 from pathlib import Path
 
-from digits.cli import log, run_stage, write_json
+from digits.cli import log, run_stage
+from digits.files import write_json
 from digits.idx import read_idx
 from digits.params import Params
 from digits.preprocess import check_digits, data_summary, save_split, stratified_split
@@ -25,7 +26,7 @@ def main(params: Params) -> None:
     splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     for name, (images, labels) in splits.items():
         save_split(OUT / f"{name}.npz", images, labels)
-    write_json("metrics/data.json", data_summary({name: labels for name, (_, labels) in splits.items()}))
+    write_json(OUT / "summary.json", data_summary({name: labels for name, (_, labels) in splits.items()}))
     log("preprocess: " + ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items()))
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.cli import log, run_stage, write_csv, write_json
+from digits.cli import log, run_stage
+from digits.files import write_csv, write_json
 from digits.params import Params
 
 EXAMPLES = 10  # digits per row of the examples picture, one of each class
@@ -18,8 +19,8 @@ EXAMPLES = 10  # digits per row of the examples picture, one of each class
 def main(params: Params) -> None:
     from digits import plots, robustness
     from digits.augment import preview_indices
-    from digits.models import load_model
-    from digits.preprocess import load_split, to_model_input
+    from digits.models import load_model, predict_probs
+    from digits.preprocess import load_split
 
     p = params.robustness
     images, labels = load_split("data/prepared/test.npz")
@@ -31,7 +32,7 @@ def main(params: Params) -> None:
     sets = {"clean": images, **robustness.corrupt_all(images, p.seed)}
     predicted, accuracy = {}, {}
     for name, x in sets.items():
-        predicted[name] = model.predict(to_model_input(x), batch_size=1000, verbose=0).argmax(axis=1)
+        predicted[name] = predict_probs(model, x).argmax(axis=1)
         accuracy[name] = float(np.mean(predicted[name] == labels))
         log(f"robustness: {name:<15} {accuracy[name]:.2%}")
 

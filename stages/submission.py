@@ -23,11 +23,10 @@ def main(params: Params) -> None:
         log(f"submission: no {KAGGLE_TEST} (fetch did not use Kaggle's test.csv); {OUT} has only its header")
         return
     from digits.idx import read_idx
-    from digits.models import load_model
-    from digits.preprocess import to_model_input
+    from digits.models import load_model, predict_probs
 
     images = read_idx(KAGGLE_TEST)
-    probs = load_model("models/model.keras").predict(to_model_input(images), batch_size=1000, verbose=0)
+    probs = predict_probs(load_model("models/model.keras"), images)
     write_submission(OUT, probs.argmax(axis=1))
     log(f"submission: {len(images)} predictions -> {OUT} (upload it on the competition's page)")
 

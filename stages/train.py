@@ -8,10 +8,8 @@ models/model.keras, metrics/train.json and the per-epoch DVCLive curves under pl
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from digits import DigitsError
-from digits.cli import log, run_stage, write_json
+from digits.cli import log, run_stage
+from digits.files import save_model, write_json
 from digits.params import Params
 
 
@@ -19,17 +17,11 @@ def main(params: Params, member: int | None) -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from digits.preprocess import load_split
+    from digits.preprocess import load_split, load_training_copies
     from digits.train import TrainResult, build_and_train
 
-    train_x, train_y = load_split("data/prepared/train.npz")
+    copies, train_y = load_training_copies()
     val_x, val_y = load_split("data/prepared/val.npz")
-    copies, copy_y = load_split("data/augmented/train.npz")
-    if not np.array_equal(copy_y, train_y):
-        raise DigitsError("data/augmented/train.npz does not match data/prepared/train.npz; rerun augment")
-    if len(copies) == 0:
-        log("train: augment.copies is 0, training on the original digits")
-        copies = train_x[None]
     train_params = params.train if member is None else params.train.model_copy(update={"seed": member})
     name = "main model" if member is None else f"ensemble member seed {member}"
     log(f"train: {name}, {len(train_y)} digits x {len(copies)} copies, {len(val_y)} for validation")
@@ -45,8 +37,7 @@ def main(params: Params, member: int | None) -> None:
         result = fit([])
         model_path = Path(f"models/members/seed-{member}.keras")
         metrics_path = model_path.with_suffix(".json")
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    result.model.save(model_path)
+    save_model(result.model, model_path)
     summary = result.summary()
     write_json(metrics_path, summary)
     log(

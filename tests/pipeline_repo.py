@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     "fetch",
     "preprocess",

@@ -4,7 +4,6 @@ Chromium is a system package (`apt-get install chromium`; .ci/run installs it): 
 rather than skips, so CI cannot pass without having run it.
 """
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
-from PIL import Image
+from helpers import bound_socket, png
 from playwright.sync_api import Page, expect, sync_playwright
 
 from digits.idx import read_idx
 from digits.serve import create_app
+
+pytestmark = pytest.mark.browser  # `make test-fast` (-m "not browser") runs without Chromium
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,8 +34,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def server_url(small_model_path):
     """The app under uvicorn in a thread, on a free loopback port (bound here, so no race for it)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = bound_socket()
     server = uvicorn.Server(uvicorn.Config(create_app(small_model_path), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -127,7 +127,7 @@ def test_uploaded_mnist_digit_is_recognised(page, tiny_mnist_dir, tmp_path):
     labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")
     index = int(np.flatnonzero(labels == 2)[0])  # neither a drawn digit nor the empty state
     path = tmp_path / "two.png"
-    Image.fromarray(images[index]).save(path)
+    path.write_bytes(png(images[index]))
     page.set_input_files("#upload", str(path))
     expect(page.locator("#digit")).to_have_text("2")
     assert sum(percentages(page).values()) == pytest.approx(100, abs=0.6)

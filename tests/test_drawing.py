@@ -1,9 +1,8 @@
 """digits.drawing: each MNIST-style step on tiny arrays, errors, and robustness on real MNIST digits."""
 
-import io
-
 import numpy as np
 import pytest
+from helpers import encode, png
 from PIL import Image
 
 from digits import DigitsError
@@ -22,13 +21,6 @@ from digits.drawing import (
     prepare_pixels,
 )
 from digits.idx import read_idx
-
-
-def png(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
-    image = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
-    buf = io.BytesIO()
-    image.save(buf, fmt)
-    return buf.getvalue()
 
 
 def bar(shape=(60, 40), box=(10, 30, 15, 25), value=1.0) -> np.ndarray:
@@ -64,10 +56,7 @@ def test_decode_color_and_jpeg():
 def test_decode_sixteen_bit_png():
     x = np.zeros((20, 20), np.uint16)
     x[5:15, 8:12] = 65535
-    image = Image.fromarray(x)
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    gray = decode_image(buf.getvalue())
+    gray = decode_image(png(x))
     assert gray.max() == pytest.approx(1.0) and gray.min() == 0
 
 
@@ -75,9 +64,7 @@ def test_decode_applies_exif_orientation():
     # Phones store photos sideways plus an EXIF "rotate me" tag; the digit must come out upright.
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
-    buf = io.BytesIO()
-    Image.new("L", (40, 20), 255).save(buf, "JPEG", exif=exif)
-    assert decode_image(buf.getvalue()).shape == (40, 20)
+    assert decode_image(encode(Image.new("L", (40, 20), 255), "JPEG", exif=exif)).shape == (40, 20)
 
 
 @pytest.mark.parametrize(("ink", "background"), [(255, 0.0), (0, 1.0)])

@@ -7,26 +7,21 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from helpers import ROOT, free_port
 
 from digits import DigitsError
 from digits.export import TOLERANCE, export_tflite
 from digits.idx import read_idx
 from digits.models import load_model
-from digits.preprocess import to_model_input
 from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor
 from digits.serve import create_app, main
-
-with warnings.catch_warnings():  # Starlette 1.x nudges towards `httpx2`; the httpx client still works
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
-
-ROOT = Path(__file__).resolve().parents[1]
+from digits.shapes import to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +171,10 @@ def test_cli_serves_the_tflite_export_by_default(tflite_path, small_model_path, 
 
 
 SERVE_WITHOUT_TF = """
-import json, sys, warnings
+import json, sys
 from digits.idx import read_idx
 from digits.serve import create_app
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient
 pixels = read_idx(sys.argv[2] + "/t10k-images-idx3-ubyte.gz")[0].tolist()
 with TestClient(create_app(sys.argv[1])) as client:
     answer = client.post("/api/predict", json={"pixels": pixels})
@@ -208,9 +201,7 @@ def test_serving_a_tflite_model_never_imports_tensorflow(tflite_path, tiny_mnist
 
 
 def test_cli_with_two_workers_and_no_access_log(tflite_path, tiny_mnist_dir, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "digits.serve", "--model", str(tflite_path), "--port", str(port)]
     with log.open("wb") as out:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from helpers import free_port
 
 from digits.fetch import (
     FILES,
@@ -76,12 +76,6 @@ def assert_no_leftovers(parent: Path, allowed: set[str]) -> None:
 
 
 # ---------------------------------------------------------------- HTTP mirrors
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Handler(BaseHTTPRequestHandler):

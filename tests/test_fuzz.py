@@ -9,23 +9,18 @@ the same requests on every run, so a failure reproduces.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import warnings
 from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from helpers import data_url, encode, png
 from PIL import Image
 
 from digits.idx import read_idx
 from digits.serve import create_app
-
-with warnings.catch_warnings():  # Starlette 1.x nudges towards `httpx2`; the httpx client still works
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 SEED = 20261124
 ROUNDS = 1100  # one request each (a few kinds also send a second): well over 1,000 in all
@@ -41,16 +36,6 @@ def client(small_model_path):
 @pytest.fixture(scope="module")
 def good_digits(tiny_mnist_dir) -> np.ndarray:
     return read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")[:16]
-
-
-def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt)
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 class Fuzzer:
@@ -80,7 +65,7 @@ class Fuzzer:
     def __init__(self, seed: int, digits: np.ndarray) -> None:
         self.rng = np.random.default_rng(seed)
         self.digits = digits
-        self.good_pngs = [encode(Image.fromarray(d)) for d in digits]
+        self.good_pngs = [png(d) for d in digits]
 
     def pick(self, options: list | tuple):
         return options[int(self.rng.integers(len(options)))]

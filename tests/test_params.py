@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 from pipeline_repo import run_stage_script
 
 from digits.params import ParamsError, load_params, parse_params
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_params_yaml_is_valid_and_complete() -> None:
@@ -31,7 +30,7 @@ BAD = [
     ({"train": {"lr": 0}}, "train.lr: Input should be greater than 0"),
     ({"preprocess": {"val_fraction": 1.0}}, "preprocess.val_fraction: Input should be less than 1"),
     ({"preprocess": {"val_fraction": 0}}, "preprocess.val_fraction: Input should be greater than 0"),
-    ({"model": {"preset": "huge"}}, "model.preset: Input should be 'seed', 'deep' or 'best' (got 'huge')"),
+    ({"model": {"preset": "huge"}}, "model.preset: Input should be 'seed', 'fast', 'deep' or 'best' (got 'huge')"),
     ({"model": {"filters": [32, 0]}}, "model.filters.1: Input should be greater than 0"),
     (
         {"fetch": {"sources": ["ftp"]}},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pipeline_repo import STAGES, run
 
 pytestmark = pytest.mark.slow
@@ -35,9 +37,12 @@ def test_metrics_are_sane(repo: Path) -> None:
     # 540 real digits and 3 epochs of a tiny CNN: far above chance (10%), far from MNIST-grade.
     assert 0.5 < evaluate["accuracy"] <= 1.0
     assert evaluate["errors"] == round((1 - evaluate["accuracy"]) * 200)
-    per_class = json.loads((repo / "metrics/per_class.json").read_text())
-    assert sorted(per_class, key=int) == [str(d) for d in range(10)]
-    assert sum(c["support"] for c in per_class.values()) == 200
+    per_class = (repo / "plots/per_class.csv").read_text().splitlines()
+    assert per_class[0] == "digit,precision,recall,f1,support"
+    assert [int(r.split(",")[0]) for r in per_class[1:]] == list(range(10))
+    assert sum(int(r.split(",")[4]) for r in per_class[1:]) == 200
+    summary = json.loads((repo / "data/prepared/summary.json").read_text())
+    assert [summary[s]["total"] for s in ("train", "val", "test")] == [540, 60, 200]
     confusion = (repo / "plots/confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 201
     curve = (repo / "plots/training/plots/metrics/eval/accuracy.tsv").read_text().splitlines()
@@ -53,6 +58,36 @@ def test_dag_has_every_stage(repo: Path) -> None:
 def test_second_repro_is_a_no_op(repo: Path) -> None:
     out = run(repo, "dvc", "repro")
     assert "Running stage" not in out
+    assert "up to date" in run(repo, "dvc", "status")
+
+
+def test_plots_show_draws_each_plot_once(repo: Path) -> None:
+    shown = json.loads(run(repo, "dvc", "plots", "show", "--json"))
+    assert "errors" not in shown, shown["errors"]
+    csv = ["confusion.csv", "per_class.csv", "robustness.csv"]
+    pngs = ["augment_preview.png", "confusion.png", "misclassified.png", "robustness_examples.png"]
+    ensemble = [f"ensemble/{f}" for f in ["members.csv", "confusion.csv", "per_class.csv"]]
+    ensemble += ["ensemble/confusion.png", "ensemble/misclassified.png"]
+    expected = {"Accuracy per epoch", "Loss per epoch", *(f"plots/{f}" for f in csv + pngs + ensemble)}
+    assert set(shown["data"]) == expected
+
+
+def test_every_stage_restores_from_the_run_cache(repo: Path) -> None:
+    # With every output deleted, `dvc repro` restores them all from .dvc/cache: no stage runs again.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            path = repo / out["path"]
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out = run(repo, "dvc", "repro")
+    assert "Running stage" not in out, out
+    for stage in STAGES:
+        assert f"Stage '{stage}' is cached - skipping run" in out, out
+    # Back to params trained before (epochs=3 is the baseline): restored, not retrained.
+    run(repo, "dvc", "exp", "run", "-S", "train.epochs=1")
+    out = run(repo, "dvc", "exp", "run", "-S", "train.epochs=3")
+    assert "Stage 'train' is cached - skipping run" in out and "Running stage" not in out, out
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs_run"] == 3
     assert "up to date" in run(repo, "dvc", "status")
 
 

@@ -1,4 +1,4 @@
-"""digits.preprocess: model-input scaling, one-hot labels, the stratified split and split storage."""
+"""digits.preprocess: the stratified split and split storage."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from digits.preprocess import (
     class_counts,
     data_summary,
     load_split,
-    one_hot,
     save_split,
     split_indices,
     stratified_split,
-    to_model_input,
 )
 
 
@@ -31,48 +29,6 @@ def digits_with_ids(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 def ids(x: np.ndarray) -> np.ndarray:
     return x[:, 0, 0].astype(int) * 256 + x[:, 0, 1]
-
-
-def test_to_model_input_scales_exactly_and_adds_a_channel() -> None:
-    images = np.zeros((2, 28, 28), np.uint8)
-    images[0, 0, :3] = [0, 255, 51]
-    images[1, 27, 27] = 128
-    out = to_model_input(images)
-    assert out.shape == (2, 28, 28, 1) and out.dtype == np.float32
-    assert out[0, 0, :3, 0].tolist() == [0.0, 1.0, np.float32(0.2)]
-    assert out[1, 27, 27, 0] == np.float32(128 / 255)
-    assert out.min() == 0.0 and out.max() == 1.0
-
-
-def test_to_model_input_accepts_flat_rows_and_stacked_copies() -> None:
-    flat = np.arange(784, dtype=np.uint32).astype(np.uint8).reshape(1, 784)
-    assert np.array_equal(to_model_input(flat)[0, :, :, 0], flat.reshape(28, 28) / np.float32(255))
-    copies = np.zeros((3, 5, 28, 28), np.uint8)
-    assert to_model_input(copies).shape == (3, 5, 28, 28, 1)
-
-
-@pytest.mark.parametrize(
-    "bad", [np.zeros((2, 28, 28), np.float32), np.zeros((2, 27, 28), np.uint8), np.zeros((2, 100), np.uint8)]
-)
-def test_to_model_input_rejects_what_is_not_uint8_digits(bad: np.ndarray) -> None:
-    with pytest.raises(ValueError):
-        to_model_input(bad)
-
-
-def test_one_hot_exact() -> None:
-    out = one_hot(np.array([3, 0, 9], np.uint8))
-    assert out.dtype == np.float32 and out.shape == (3, 10)
-    expected = np.zeros((3, 10), np.float32)
-    expected[[0, 1, 2], [3, 0, 9]] = 1
-    assert np.array_equal(out, expected)
-    assert one_hot(np.array([1]), num_classes=3).tolist() == [[0.0, 1.0, 0.0]]
-
-
-@pytest.mark.parametrize("labels", [[10], [-1]])
-def test_one_hot_rejects_labels_out_of_range(labels: list[int]) -> None:
-    with pytest.raises(ValueError):
-        one_hot(np.array(labels))
-
 
 def test_split_is_stratified_disjoint_and_complete() -> None:
     counts = [50, 31, 20, 100, 7, 64, 12, 40, 33, 43]  # unbalanced on purpose
@@ -120,7 +76,7 @@ def test_check_digits() -> None:
         check_digits(x, y[:2], "short")
     with pytest.raises(DigitsError, match=r"0\.\.9"):
         check_digits(x, np.array([0, 5, 10]), "fashion")
-    with pytest.raises(DigitsError, match="uint8 images"):
+    with pytest.raises(DigitsError, match="uint8 digits"):
         check_digits(x.astype(np.float32), y, "floats")
 
 

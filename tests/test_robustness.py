@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import ROOT
 from pipeline_repo import run_stage_script
 from scipy import ndimage
 
@@ -20,7 +21,6 @@ from digits.plots import save_robustness_examples
 from digits.preprocess import save_split
 from digits.robustness import CORRUPTIONS, corrupt_all, robustness_metrics, subset
 
-ROOT = Path(__file__).resolve().parents[1]
 RANDOM = ["rotate", "shear", "scale", "translate", "gaussian_noise"]  # the rest ignore their generator
 
 

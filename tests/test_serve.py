@@ -2,20 +2,16 @@
 
 import base64
 import hashlib
-import io
-import warnings
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from helpers import data_url, png
 from PIL import Image
 
 from digits import DigitsError
 from digits.idx import read_idx
 from digits.serve import MAX_BODY, MAX_ITEMS, create_app, main
-
-with warnings.catch_warnings():  # Starlette 1.x nudges towards `httpx2`; the httpx client still works
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 
 def _never_500(response) -> None:
@@ -35,16 +31,6 @@ def digits(tiny_mnist_dir):
     """A few real MNIST test digits (uint8 28x28) and their labels."""
     images = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")[:8]
     return images, read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")[:8]
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_url(array: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
 
 
 def check_prediction(body: dict, label: int, model_path) -> None:
@@ -92,7 +78,7 @@ def test_openapi_docs_describe_both_predict_bodies(client):
 
 def test_multipart_png_upload(client, digits, small_model_path):
     image, label = digits[0][0], int(digits[1][0])
-    r = client.post("/api/predict", files={"file": ("digit.png", png_bytes(image), "image/png")})
+    r = client.post("/api/predict", files={"file": ("digit.png", png(image), "image/png")})
     assert r.status_code == 200, r.text
     check_prediction(r.json(), label, small_model_path)
 
@@ -101,20 +87,20 @@ def test_upload_of_a_dark_on_light_photo_on_a_big_canvas(client, digits, small_m
     paper = np.full((240, 320), 220, np.uint8)
     big = np.asarray(Image.fromarray(255 - digits[0][1]).resize((112, 112), Image.BILINEAR))
     paper[40:152, 150:262] = np.minimum(paper[40:152, 150:262], big)
-    r = client.post("/api/predict", files={"file": ("photo.jpg", png_bytes(paper), "image/jpeg")})
+    r = client.post("/api/predict", files={"file": ("photo.jpg", png(paper), "image/jpeg")})
     assert r.status_code == 200, r.text
     check_prediction(r.json(), int(digits[1][1]), small_model_path)
 
 
 def test_json_data_url(client, digits, small_model_path):
-    r = client.post("/api/predict", json={"image": data_url(digits[0][2])})
+    r = client.post("/api/predict", json={"image": data_url(png(digits[0][2]))})
     assert r.status_code == 200, r.text
     check_prediction(r.json(), int(digits[1][2]), small_model_path)
 
 
 @pytest.mark.parametrize("query", ["input=true", "input=1"])
 def test_input_preview_on_request(client, digits, query):
-    upload = {"file": ("digit.png", png_bytes(digits[0][0]), "image/png")}
+    upload = {"file": ("digit.png", png(digits[0][0]), "image/png")}
     r = client.post(f"/api/predict?{query}", files=upload)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -125,7 +111,7 @@ def test_input_preview_on_request(client, digits, query):
 
 
 def test_json_bare_base64(client, digits):
-    r = client.post("/api/predict", json={"image": base64.b64encode(png_bytes(digits[0][2])).decode()})
+    r = client.post("/api/predict", json={"image": base64.b64encode(png(digits[0][2])).decode()})
     assert r.status_code == 200 and r.json()["digit"] == digits[1][2]
 
 
@@ -147,7 +133,7 @@ def test_json_pixels(client, digits, small_model_path, to_pixels):
 
 def test_batch_mixes_images_and_pixels_in_order(client, digits):
     images, labels = digits
-    items = [{"image": data_url(x)} if i % 2 else {"pixels": x.tolist()} for i, x in enumerate(images)]
+    items = [{"image": data_url(png(x))} if i % 2 else {"pixels": x.tolist()} for i, x in enumerate(images)]
     r = client.post("/api/predict/batch", json={"items": items})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -187,7 +173,7 @@ def _detail(response, status: int) -> str:
         ({"image": "data:image/png,rawbytes"}, "base64 data URL"),
         ({"image": ""}, "empty"),
         ({"image": base64.b64encode(b"GIF89a but not really").decode()}, "not an image"),
-        ({"image": data_url(np.zeros((280, 280), np.uint8))}, "blank"),
+        ({"image": data_url(png(np.zeros((280, 280), np.uint8)))}, "blank"),
         ({}, "exactly one of `image`"),
         ({"image": "x", "pixels": [0] * 784}, "exactly one of `image`"),
         ({"pixel": [0] * 784}, "pixel: Extra inputs are not permitted"),
@@ -213,13 +199,13 @@ def test_not_an_image_upload(client):
 
 
 def test_truncated_png_upload(client, digits):
-    data = png_bytes(np.asarray(Image.fromarray(digits[0][0]).resize((200, 200))))
+    data = png(np.asarray(Image.fromarray(digits[0][0]).resize((200, 200))))
     r = client.post("/api/predict", files={"file": ("x.png", data[: len(data) // 2], "image/png")})
     assert "damaged image" in _detail(r, 422)
 
 
 def test_empty_canvas_upload_is_422(client):
-    r = client.post("/api/predict", files={"file": ("blank.png", png_bytes(np.zeros((280, 280), np.uint8)))})
+    r = client.post("/api/predict", files={"file": ("blank.png", png(np.zeros((280, 280), np.uint8)))})
     assert "blank" in _detail(r, 422)
 
 

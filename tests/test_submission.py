@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import ROOT
 from pipeline_repo import run_stage_script
 
 from digits.idx import read_idx
 from digits.submission import submission_csv
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_submission_format() -> None:

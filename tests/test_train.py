@@ -13,7 +13,7 @@ import pytest
 from digits import DigitsError
 from digits.idx import read_idx
 from digits.params import ModelParams, TrainParams
-from digits.train import EpochCopies, build_and_train, distribution_strategy
+from digits.train import EpochCopies, build_and_train, distribution_strategy, epoch_dataset, learning_rate
 
 
 def test_epoch_copies_cycles_copies_and_reshuffles() -> None:
@@ -40,6 +40,31 @@ def test_epoch_copies_cycles_copies_and_reshuffles() -> None:
     assert orders[0] != orders[1]
     again = EpochCopies(images, labels, batch_size=4, seed=7)
     assert [int(v) for v in np.rint(again[0][0][:, 0, 0, 0] * 255) % 100] == orders[0][:4]
+
+
+def test_tf_data_feed_gives_the_epoch_copies_batches_bit_for_bit() -> None:
+    # The TensorFlow path trains on epoch_dataset; other backends on EpochCopies: the same data, same order.
+    n, copies, epochs = 130, 3, 4
+    images = np.random.default_rng(0).integers(0, 256, (copies, n, 28, 28), dtype=np.uint8)
+    labels = np.arange(n) % 10
+    reference = EpochCopies(images, labels, batch_size=32, seed=5)
+    batches = list(epoch_dataset(images, labels, 32, 5, epochs).as_numpy_iterator())
+    assert len(batches) == epochs * len(reference)
+    for epoch in range(epochs):
+        for b in range(len(reference)):
+            x, y = batches[epoch * len(reference) + b]
+            ref_x, ref_y = reference[b]
+            np.testing.assert_array_equal(x, ref_x)
+            np.testing.assert_array_equal(y, ref_y)
+        reference.on_epoch_end()
+
+
+def test_onecycle_warms_up_then_anneals_per_step() -> None:
+    params = TrainParams(schedule="onecycle", lr=0.01, warmup=0.25, epochs=4)
+    schedule = learning_rate(params, steps_per_epoch=10)  # 40 steps: 10 warming up, 30 annealing
+    lr = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
+    np.testing.assert_allclose(lr, [0.0004, 0.0052, 0.01, 0.005, 0.0], rtol=1e-5, atol=1e-9)
+    assert learning_rate(TrainParams(schedule="exponential", lr=0.003), 10) == 0.003  # set per epoch
 
 
 def test_epoch_copies_rejects_mismatched_labels() -> None:
@@ -69,12 +94,24 @@ def test_training_is_deterministic_and_learns(tiny_mnist_dir: Path) -> None:
     np.testing.assert_allclose(first.history["learning_rate"], [0.005, 0.0045, 0.00405], rtol=1e-5)
 
 
+def test_onecycle_with_label_smoothing_is_deterministic_and_learns(tiny_mnist_dir: Path) -> None:
+    model_params = ModelParams(preset="fast", filters=[8, 16], dense=32)
+    train_params = TrainParams(
+        epochs=3, batch_size=50, schedule="onecycle", lr=0.01, label_smoothing=0.1, patience=0, seed=3
+    )
+    first = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
+    second = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
+    assert first.history == second.history
+    assert max(first.history["val_accuracy"]) > 0.3
+    assert first.model.loss.get_config()["label_smoothing"] == 0.1
+
+
 def test_restores_the_best_validation_epoch(tiny_mnist_dir: Path) -> None:
     model_params = ModelParams(preset="seed", filters=[4, 8], dense=16)
     train_params = TrainParams(epochs=4, batch_size=50, lr=0.01, lr_decay=1.0, patience=1, seed=1)
     result = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     _, _, val_x, val_y = _tiny(tiny_mnist_dir)
-    from digits.preprocess import to_model_input
+    from digits.shapes import to_model_input
 
     acc = float(np.mean(np.asarray(result.model(to_model_input(val_x))).argmax(axis=1) == val_y))
     assert acc == pytest.approx(max(result.history["val_accuracy"]), abs=1e-6)

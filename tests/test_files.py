@@ -1,4 +1,4 @@
-"""digits/cli.py: every output file is written whole or not at all."""
+"""digits/files.py: every output file is written whole or not at all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digits.cli import atomic_path, write_csv, write_json
+from digits.files import atomic_path, save_model, write_csv, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
@@ -31,3 +31,14 @@ def test_write_json_and_csv(tmp_path: Path) -> None:
     assert (tmp_path / "m.json").read_text() == '{\n  "accuracy": 0.99\n}\n'
     write_csv(tmp_path / "p.csv", [{"digit": 0, "f1": 0.5}, {"digit": 1, "f1": 1.0}])
     assert (tmp_path / "p.csv").read_text().splitlines() == ["digit,f1", "0,0.5", "1,1.0"]
+
+
+def test_save_model_writes_a_loadable_keras_file_atomically(tmp_path: Path) -> None:
+    import keras
+
+    from digits.models import load_model
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    save_model(model, tmp_path / "m.keras")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+    assert load_model(tmp_path / "m.keras").count_params() == 3

@@ -1,0 +1,59 @@
+"""Output files are written whole or not at all: a temp file beside the target, renamed over it on success.
+
+So a failed or killed stage never leaves half a file where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; renamed onto `path` only if the block succeeds.
+
+    The temp name ends in the target's suffix, for writers that choose the format by it (Keras's .keras).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes files private; outputs are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of equal keys as CSV with a header: the tables `dvc plots` draws."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes(path, out.getvalue().encode())
+
+
+def save_model(model: Any, path: str | Path) -> None:
+    """Save a Keras model to a .keras file, atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
