@@ -8,9 +8,10 @@ its own), built and warmed up once, then timed in alternating rounds so a busy n
 cores slows every variant alike; the median over rounds is reported:
   plain     keras.utils.set_random_seed + digits.models.build_model + model.fit(x_float32, y_onehot,
             batch_size=B, validation_data=...) on in-memory arrays: what a plain Keras script does
-  pipeline  the train stage's path: digits.train.make_deterministic, build_model, digits.train.train_model
-            (EpochCopies over the augmented uint8 copies, LearningRateScheduler, EarlyStopping with
-            restore_best_weights) plus a DVCLiveCallback writing to a temp dir, as stages/train.py does
+  pipeline  the train stage's path: digits.train.make_deterministic, build_model, compile_for,
+            digits.train.train_model (the tf.data feed over the augmented uint8 copies, the recipe's
+            schedule, EarlyStopping with restore_best_weights) plus a DVCLiveCallback writing to a temp
+            dir, as stages/train.py does
 Both train on the same `--steps` x B digits of data/augmented/train.npz for `--epochs` epochs and validate on
 the same `--val` digits of data/prepared/val.npz each epoch; images/s = training digits / seconds of fit,
 validation included (as metrics/train.json counts it). Images per CPU-second (user + system time of all the
@@ -62,7 +63,7 @@ class Worker:
         from digits.models import build_model
         from digits.params import ModelParams, TrainParams
         from digits.shapes import one_hot, to_model_input
-        from digits.train import make_deterministic
+        from digits.train import compile_for, make_deterministic
 
         self.variant, self.batch, self.epochs = variant, batch, epochs
         with np.load(data) as f:
@@ -74,6 +75,8 @@ class Worker:
         else:
             make_deterministic(seed)  # what build_and_train does before building the model
         self.model = build_model(ModelParams(preset=preset), lr=self.params.lr)
+        if variant != "plain":  # the stage's optimizer, schedule and loss
+            compile_for(self.model, self.params, len(self.labels))
         # The plain script's arrays: copy 0 scaled once, as a script holding float32 data in memory would.
         self.x32 = to_model_input(self.copies[0])
         self.y1h = one_hot(self.labels)

@@ -42,7 +42,7 @@ class PreprocessParams(_Section):
 
 
 class AugmentParams(_Section):
-    copies: Annotated[int, Field(ge=0, le=100)] = 8
+    copies: Annotated[int, Field(ge=0, le=100)] = 6
     rotation: Annotated[float, Field(ge=0, le=180)] = 10.0  # degrees, +-
     zoom: Annotated[float, Field(ge=0, lt=1)] = 0.1  # scale in [1-zoom, 1+zoom]
     shift: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of the image side, +-
@@ -53,7 +53,7 @@ class AugmentParams(_Section):
 
 
 class ModelParams(_Section):
-    preset: Preset = "deep"
+    preset: Preset = "fast"
     # None means "the preset's value"; set them to resize a preset without writing a new one.
     filters: list[PosInt] | None = None
     dense: PosInt | None = None
@@ -61,16 +61,16 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: Annotated[int, Field(gt=0, le=1000)] = 12
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 6
     batch_size: Annotated[int, Field(gt=0, le=65536)] = 128
     # exponential: lr * lr_decay**epoch. onecycle: per step, a linear warm-up from lr/25 to lr over the first
     # `warmup` share of all steps, then cosine annealing to 0.
-    schedule: Literal["exponential", "onecycle"] = "exponential"
-    lr: Annotated[float, Field(gt=0, le=1)] = 0.003  # the peak rate for onecycle
+    schedule: Literal["exponential", "onecycle"] = "onecycle"
+    lr: Annotated[float, Field(gt=0, le=1)] = 0.005  # the peak rate for onecycle
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.75  # exponential: multiplier per epoch
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.2  # onecycle: share of the steps spent warming up
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    patience: Annotated[int, Field(ge=0)] = 4  # early stopping on val accuracy; 0 disables
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    patience: Annotated[int, Field(ge=0)] = 0  # early stopping on val accuracy; 0 disables
     seed: Annotated[int, Field(ge=0)] = 42
     distribute: Literal["default", "mirrored"] = "default"  # mirrored: every local GPU
 

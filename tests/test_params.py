@@ -9,7 +9,7 @@ import yaml
 from helpers import ROOT
 from pipeline_repo import run_stage_script
 
-from digits.params import ParamsError, load_params, parse_params
+from digits.params import Params, ParamsError, load_params, parse_params
 
 
 def test_committed_params_yaml_is_valid_and_complete() -> None:
@@ -18,6 +18,8 @@ def test_committed_params_yaml_is_valid_and_complete() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in params.model_dump().items():
         assert set(raw[section]) == set(values), section
+    # And the schema's defaults are the committed params, so code building Params() trains the default.
+    assert params == Params()
 
 
 BAD = [
@@ -30,7 +32,10 @@ BAD = [
     ({"train": {"lr": 0}}, "train.lr: Input should be greater than 0"),
     ({"preprocess": {"val_fraction": 1.0}}, "preprocess.val_fraction: Input should be less than 1"),
     ({"preprocess": {"val_fraction": 0}}, "preprocess.val_fraction: Input should be greater than 0"),
-    ({"model": {"preset": "huge"}}, "model.preset: Input should be 'seed', 'fast', 'deep' or 'best' (got 'huge')"),
+    (
+        {"model": {"preset": "huge"}},
+        "model.preset: Input should be 'seed', 'fast', 'deep' or 'best' (got 'huge')",
+    ),
     ({"model": {"filters": [32, 0]}}, "model.filters.1: Input should be greater than 0"),
     (
         {"fetch": {"sources": ["ftp"]}},

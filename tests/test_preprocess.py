@@ -30,6 +30,7 @@ def digits_with_ids(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def ids(x: np.ndarray) -> np.ndarray:
     return x[:, 0, 0].astype(int) * 256 + x[:, 0, 1]
 
+
 def test_split_is_stratified_disjoint_and_complete() -> None:
     counts = [50, 31, 20, 100, 7, 64, 12, 40, 33, 43]  # unbalanced on purpose
     x, y = digits_with_ids(counts)

@@ -80,7 +80,9 @@ def _tiny(tiny_mnist_dir: Path) -> tuple[np.ndarray, ...]:
 
 def test_training_is_deterministic_and_learns(tiny_mnist_dir: Path) -> None:
     model_params = ModelParams(preset="deep", filters=[8, 16], dense=32)
-    train_params = TrainParams(epochs=3, batch_size=50, lr=0.005, lr_decay=0.9, patience=0, seed=3)
+    train_params = TrainParams(
+        epochs=3, batch_size=50, schedule="exponential", lr=0.005, lr_decay=0.9, patience=0, seed=3
+    )
     first = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     second = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     assert first.history == second.history
@@ -108,7 +110,9 @@ def test_onecycle_with_label_smoothing_is_deterministic_and_learns(tiny_mnist_di
 
 def test_restores_the_best_validation_epoch(tiny_mnist_dir: Path) -> None:
     model_params = ModelParams(preset="seed", filters=[4, 8], dense=16)
-    train_params = TrainParams(epochs=4, batch_size=50, lr=0.01, lr_decay=1.0, patience=1, seed=1)
+    train_params = TrainParams(
+        epochs=4, batch_size=50, schedule="exponential", lr=0.01, lr_decay=1.0, patience=1, seed=1
+    )
     result = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     _, _, val_x, val_y = _tiny(tiny_mnist_dir)
     from digits.shapes import to_model_input
