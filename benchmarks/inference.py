@@ -71,8 +71,10 @@ def worker(runtime: str, path: Path, data: Path, calls: int, batch: int, out: Pa
     rss = rss_mib()
     tensorflow_imported = "tensorflow" in sys.modules
 
-    with np.load(data) as f:  # what digits.preprocess.load_split + to_model_input give, without sklearn
-        images = np.divide(f["x"], np.float32(255), dtype=np.float32)
+    from digits.shapes import to_model_input
+
+    with np.load(data) as f:  # the split's uint8 digits; np.load rather than load_split: no scikit-learn
+        images = to_model_input(f["x"])
     singles = np.empty((calls, 10), np.float32)
     times = np.empty(calls)
     for i in range(WARM_UP):

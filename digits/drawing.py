@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digits import DigitsError
+from digits.shapes import SIDE  # the model's input is SIDE x SIDE
 
-SIDE = 28  # the model's input is SIDE x SIDE
 BOX = 20  # the ink is scaled to fit BOX x BOX, as MNIST's was
 INK = 0.2  # after normalisation, pixels at least this bright count as ink for the bounding box
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)

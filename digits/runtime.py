@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError
+from digits.shapes import NUM_CLASSES, SIDE
 
-SIDE = 28
-NUM_CLASSES = 10
 SUFFIXES = (".tflite", ".keras")
 
 

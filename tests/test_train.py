@@ -13,7 +13,14 @@ import pytest
 from digits import DigitsError
 from digits.idx import read_idx
 from digits.params import ModelParams, TrainParams
-from digits.train import EpochCopies, build_and_train, distribution_strategy, epoch_dataset, learning_rate
+from digits.train import (
+    EpochCopies,
+    TrainResult,
+    build_and_train,
+    distribution_strategy,
+    epoch_dataset,
+    learning_rate,
+)
 
 
 def test_epoch_copies_cycles_copies_and_reshuffles() -> None:
@@ -78,16 +85,22 @@ def _tiny(tiny_mnist_dir: Path) -> tuple[np.ndarray, ...]:
     return x[:500][None], y[:500], x[500:], y[500:]
 
 
-def test_training_is_deterministic_and_learns(tiny_mnist_dir: Path) -> None:
-    model_params = ModelParams(preset="deep", filters=[8, 16], dense=32)
-    train_params = TrainParams(
-        epochs=3, batch_size=50, schedule="exponential", lr=0.005, lr_decay=0.9, patience=0, seed=3
-    )
+def _train_twice(tiny_mnist_dir: Path, model_params: ModelParams, train_params: TrainParams) -> TrainResult:
+    """Train twice with the same params; assert identical histories and weights; return the first run."""
     first = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     second = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
     assert first.history == second.history
     for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    return first
+
+
+def test_training_is_deterministic_and_learns(tiny_mnist_dir: Path) -> None:
+    model_params = ModelParams(preset="deep", filters=[8, 16], dense=32)
+    train_params = TrainParams(
+        epochs=3, batch_size=50, schedule="exponential", lr=0.005, lr_decay=0.9, patience=0, seed=3
+    )
+    first = _train_twice(tiny_mnist_dir, model_params, train_params)
     summary = first.summary()
     assert summary["epochs_run"] == 3
     assert summary["best_val_accuracy"] == round(max(first.history["val_accuracy"]), 5)
@@ -101,9 +114,7 @@ def test_onecycle_with_label_smoothing_is_deterministic_and_learns(tiny_mnist_di
     train_params = TrainParams(
         epochs=3, batch_size=50, schedule="onecycle", lr=0.01, label_smoothing=0.1, patience=0, seed=3
     )
-    first = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
-    second = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
-    assert first.history == second.history
+    first = _train_twice(tiny_mnist_dir, model_params, train_params)
     assert max(first.history["val_accuracy"]) > 0.3
     assert first.model.loss.get_config()["label_smoothing"] == 0.1
 
