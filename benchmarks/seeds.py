@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def with_overrides(params: Params, overrides: list[str]) -> Params:
 
 def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: bool) -> None:
     from digits.augment import augment_copies
+    from digits.evaluate import tta_probs
     from digits.models import predict_probs
     from digits.preprocess import load_split
     from digits.train import build_and_train
@@ -80,6 +82,7 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
             out / f"seed-{seed}.npz",
             val=predict_probs(result.model, val_x),
             test=predict_probs(result.model, test_x),
+            test_tta=tta_probs(partial(predict_probs, result.model), test_x, params.evaluate),
             summary=json.dumps(summary),
         )
         print(f"seed {seed}: {json.dumps(summary)}", flush=True)
@@ -96,14 +99,21 @@ def report(out: Path) -> dict:
     runs = [np.load(f) for f in files]
     seeds = [int(f.stem.split("-")[1]) for f in files]
     single = np.array([np.mean(r["test"].argmax(1) == test_y) for r in runs])
+    # Test-time augmentation (evaluate.tta_shift / tta_rotation views), in runs that recorded it.
+    tta = all("test_tta" in r for r in runs)
+    single_tta = np.array([np.mean(r["test_tta"].argmax(1) == test_y) for r in runs]) if tta else None
     rows = []
-    print(f"{'seed':>5} {'val acc':>8} {'test acc':>9} {'epochs':>7} {'train s':>8}")
-    for seed, r, acc in zip(seeds, runs, single, strict=True):
+    print(f"{'seed':>5} {'val acc':>8} {'test acc':>9} {'with TTA':>9} {'epochs':>7} {'train s':>8}")
+    for i, (seed, r, acc) in enumerate(zip(seeds, runs, single, strict=True)):
         s = json.loads(str(r["summary"]))
         rows.append({"seed": seed, "test_accuracy": float(acc), **s})
+        with_tta = f"{single_tta[i]:>9.4f}" if tta else f"{'-':>9}"
+        if tta:
+            rows[-1]["tta_test_accuracy"] = float(single_tta[i])
         val, epochs, secs = s["best_val_accuracy"], s["epochs_run"], s["train_seconds"]
-        print(f"{seed:>5} {val:>8.4f} {acc:>9.4f} {epochs:>7} {secs:>7.0f}s")
+        print(f"{seed:>5} {val:>8.4f} {acc:>9.4f} {with_tta} {epochs:>7} {secs:>7.0f}s")
     val_sum, test_sum = np.zeros_like(runs[0]["val"]), np.zeros_like(runs[0]["test"])
+    tta_sum = np.zeros_like(test_sum)
     curve = []
     for k, r in enumerate(runs, 1):
         val_sum += r["val"]
@@ -115,18 +125,25 @@ def report(out: Path) -> dict:
                 "test_accuracy": float(np.mean(test_sum.argmax(1) == test_y)),
             }
         )
+        if tta:
+            tta_sum += r["test_tta"]
+            curve[-1]["tta_test_accuracy"] = float(np.mean(tta_sum.argmax(1) == test_y))
     std = single.std(ddof=1) if len(single) > 1 else 0.0
     print(
         f"single models: test accuracy mean {single.mean():.4%} +- {std:.4%} "
         f"(min {single.min():.4%}, max {single.max():.4%}, n={len(single)})"
     )
+    if tta:
+        print(f"single models with TTA: test accuracy mean {single_tta.mean():.4%}")
     print("ensemble of the first k seeds (softmax average):")
     for c in curve:
-        print(f"  k={c['members']:>2}: val {c['val_accuracy']:.4%}  test {c['test_accuracy']:.4%}")
+        with_tta = f"  with TTA {c['tta_test_accuracy']:.4%}" if tta else ""
+        print(f"  k={c['members']:>2}: val {c['val_accuracy']:.4%}  test {c['test_accuracy']:.4%}{with_tta}")
     summary = {
         "single": rows,
         "single_test_mean": float(single.mean()),
         "single_test_std": float(std),
+        **({"single_tta_test_mean": float(single_tta.mean())} if tta else {}),
         "ensemble": curve,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

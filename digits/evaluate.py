@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+from digits.augment import warp
+from digits.params import EvaluateParams
 
 CLASSES = list(range(10))
 
@@ -80,3 +85,29 @@ def member_spread(accuracies: list[float]) -> dict[str, float | int]:
         "member_accuracy_min": round(float(acc.min()), 5),
         "member_accuracy_max": round(float(acc.max()), 5),
     }
+
+
+def tta_views(images: np.ndarray, shift: int, rotation: float) -> list[np.ndarray]:
+    """Seven deterministic views of uint8 digits (n, 28, 28): as they are, shifted by `shift` pixels up,
+    down, left and right, and rotated by +-`rotation` degrees."""
+    n = len(images)
+    ones, zeros = np.ones(n), np.zeros(n)
+    views = [np.asarray(images)]
+    for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
+        views.append(warp(images, zeros, ones, np.tile([dy, dx], (n, 1))))
+    for angle in (-rotation, rotation):
+        views.append(warp(images, np.full(n, angle), ones, np.zeros((n, 2))))
+    return views
+
+
+def tta_probs(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, params: EvaluateParams
+) -> np.ndarray:
+    """Test-time augmentation: the mean of predict's softmax over tta_views of the digits."""
+    return average_softmax([predict(v) for v in tta_views(images, params.tta_shift, params.tta_rotation)])
+
+
+def tta_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int]:
+    """summary_metrics of a TTA prediction, keys prefixed `tta_` to sit beside the plain ones."""
+    m = summary_metrics(labels, probs)
+    return {f"tta_{k}": m[k] for k in ("accuracy", "loss", "errors")}

@@ -90,6 +90,10 @@ class EnsembleParams(_Section):
 
 class EvaluateParams(_Section):
     gallery: Annotated[int, Field(ge=1, le=100)] = 36
+    # Test-time augmentation, reported beside the plain figures (the served model predicts one view).
+    tta: bool = False
+    tta_shift: Annotated[int, Field(ge=1, le=4)] = 1  # pixels, each of the four directions
+    tta_rotation: Annotated[float, Field(gt=0, le=30)] = 10.0  # degrees, both ways
 
 
 class RobustnessParams(_Section):

@@ -3,8 +3,11 @@
 Reads models/model.keras, models/members/seed-<s>.keras and data/prepared/{val,test}.npz; writes
 metrics/ensemble.json (test metrics as evaluate's, plus the members' accuracy spread) and plots/ensemble/
 (evaluate's plots for the ensemble, and members.csv: every model's and the ensemble's accuracy).
-With no seeds the ensemble is the main model alone, and its numbers equal evaluate's.
+With no seeds the ensemble is the main model alone, and its numbers equal evaluate's. With `evaluate.tta`,
+every model and the ensemble are also scored with test-time augmentation (tta_* metrics and column).
 """
+
+from functools import partial
 
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
@@ -12,7 +15,7 @@ from digits.params import Params
 
 
 def main(params: Params) -> None:
-    from digits.evaluate import accuracy, average_softmax, member_spread
+    from digits.evaluate import accuracy, average_softmax, member_spread, tta_metrics, tta_probs
     from digits.models import load_model, predict_probs
     from digits.preprocess import load_split
     from digits.report import write_report
@@ -21,7 +24,8 @@ def main(params: Params) -> None:
     val_images, val_labels = load_split("data/prepared/val.npz")
     models = {f"main (seed {params.train.seed})": "models/model.keras"}
     models |= {f"seed {s}": f"models/members/seed-{s}.keras" for s in params.ensemble.seeds}
-    rows, test_probs, val_probs = [], [], []
+    tta = params.evaluate.tta
+    rows, test_probs, val_probs, tta_test_probs = [], [], [], []
     for name, path in models.items():
         model = load_model(path)
         test_probs.append(predict_probs(model, images))
@@ -33,6 +37,9 @@ def main(params: Params) -> None:
                 "test_accuracy": accuracy(labels, test_probs[-1]),
             }
         )
+        if tta:
+            tta_test_probs.append(tta_probs(partial(predict_probs, model), images, params.evaluate))
+            rows[-1]["tta_test_accuracy"] = accuracy(labels, tta_test_probs[-1])
         log(f"ensemble: {name}: test accuracy {rows[-1]['test_accuracy']:.4%}")
     probs = average_softmax(test_probs)
     summary = write_report("plots/ensemble", images, labels, probs, params.evaluate.gallery)
@@ -44,6 +51,10 @@ def main(params: Params) -> None:
             "test_accuracy": summary["accuracy"],
         }
     )
+    if tta:
+        summary |= tta_metrics(labels, average_softmax(tta_test_probs))
+        rows[-1]["tta_test_accuracy"] = summary["tta_accuracy"]
+        log(f"ensemble: with test-time augmentation {summary['tta_accuracy']:.4%}")
     write_csv("plots/ensemble/members.csv", rows)
     spread = member_spread([r["test_accuracy"] for r in rows[:-1]])
     write_json("metrics/ensemble.json", {**summary, "val_accuracy": val_accuracy, **spread})

@@ -2,8 +2,11 @@
 
 Reads models/model.keras and data/prepared/test.npz; writes metrics/evaluate.json,
 plots/confusion.csv, plots/per_class.csv (precision, recall, F1 per digit) and the pictures
-plots/confusion.png, plots/misclassified.png.
+plots/confusion.png, plots/misclassified.png. With `evaluate.tta` the metrics also hold tta_accuracy,
+tta_loss and tta_errors (softmax averaged over shifted and rotated views); the plots stay the plain model's.
 """
+
+from functools import partial
 
 from digits.cli import log, run_stage
 from digits.files import write_json
@@ -11,6 +14,7 @@ from digits.params import Params
 
 
 def main(params: Params) -> None:
+    from digits.evaluate import tta_metrics, tta_probs
     from digits.models import load_model, predict_probs
     from digits.preprocess import load_split
     from digits.report import write_report
@@ -19,8 +23,11 @@ def main(params: Params) -> None:
     model = load_model("models/model.keras")
     probs = predict_probs(model, images)
     summary = write_report("plots", images, labels, probs, params.evaluate.gallery)
-    write_json("metrics/evaluate.json", summary)
     log(f"evaluate: test accuracy {summary['accuracy']:.4%}, {summary['errors']} errors of {summary['n']}")
+    if params.evaluate.tta:
+        summary |= tta_metrics(labels, tta_probs(partial(predict_probs, model), images, params.evaluate))
+        log(f"evaluate: test-time augmentation {summary['tta_accuracy']:.4%}, {summary['tta_errors']} errors")
+    write_json("metrics/evaluate.json", summary)
 
 
 if __name__ == "__main__":

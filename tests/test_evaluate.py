@@ -81,3 +81,41 @@ def test_member_spread() -> None:
     assert spread["member_accuracy_std"] == round(float(np.std([0.99, 0.995, 0.997], ddof=1)), 5)
     assert (spread["member_accuracy_min"], spread["member_accuracy_max"]) == (0.99, 0.997)
     assert evaluate.member_spread([0.98])["member_accuracy_std"] == 0.0
+
+
+def test_tta_views_are_the_digit_shifted_and_rotated() -> None:
+    rng = np.random.default_rng(0)
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[:, 8:20, 10:18] = rng.integers(1, 256, (3, 12, 8))
+    views = evaluate.tta_views(images, shift=2, rotation=10)
+    assert len(views) == 7 and all(v.shape == images.shape and v.dtype == np.uint8 for v in views)
+    np.testing.assert_array_equal(views[0], images)
+    # Whole-pixel shifts move the ink exactly: up, down, left, right (the digit is clear of the border).
+    for view, axis, step in zip(views[1:5], (1, 1, 2, 2), (-2, 2, -2, 2), strict=True):
+        np.testing.assert_array_equal(view, np.roll(images, step, axis=axis))
+    # Rotations keep the ink's centre and roughly its mass, and turn opposite ways.
+    for view in views[5:]:
+        assert not np.array_equal(view, images)
+        assert abs(int(view.sum()) - int(images.sum())) < 0.05 * images.sum()
+    assert not np.array_equal(views[5], views[6])
+
+
+def test_tta_probs_average_the_views_and_report_beside_plain_metrics() -> None:
+    from digits.params import EvaluateParams
+
+    images = np.zeros((4, 28, 28), np.uint8)
+    images[:, 10:18, 4:12] = 255  # ink left of centre: the shifts move it, so views score differently
+    seen = []
+
+    def predict(x: np.ndarray) -> np.ndarray:  # class 1's probability: the ink's mean column / 28
+        seen.append(x)
+        col = (x.astype(float) * np.arange(28)).sum((1, 2)) / x.sum((1, 2)) / 28
+        return np.stack([1 - col, col, *np.zeros((8, len(x)))], axis=1)
+
+    params = EvaluateParams(tta=True, tta_shift=1, tta_rotation=10)
+    probs = evaluate.tta_probs(predict, images, params)
+    assert len(seen) == 7
+    np.testing.assert_allclose(probs, np.mean([predict(v) for v in seen[:7]], axis=0))
+    np.testing.assert_allclose(probs.sum(1), 1)
+    m = evaluate.tta_metrics(np.zeros(4, int), probs)
+    assert m == {"tta_accuracy": 1.0, "tta_loss": m["tta_loss"], "tta_errors": 0} and m["tta_loss"] > 0

@@ -115,6 +115,23 @@ def test_ensemble_without_members_is_the_main_model(repo: Path) -> None:
     assert ensemble["member_accuracy_mean"] == evaluate["accuracy"]
 
 
+def test_tta_is_reported_beside_the_plain_metrics(repo: Path) -> None:
+    run(repo, "git", "reset", "-q", "--hard")
+    run(repo, "dvc", "checkout", "-f")
+    plain = json.loads((repo / "metrics/evaluate.json").read_text())
+    out = run(repo, "dvc", "exp", "run", "-S", "evaluate.tta=true", "-S", "evaluate.tta_shift=2")
+    ran = {s for s in ["train", "evaluate", "ensemble", "robustness"] if f"Running stage '{s}'" in out}
+    assert ran == {"evaluate", "ensemble"}, out
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert {k: evaluate[k] for k in plain} == plain  # what is served is reported as before
+    assert 0.5 < evaluate["tta_accuracy"] <= 1.0 and evaluate["tta_loss"] > 0
+    assert evaluate["tta_errors"] == round((1 - evaluate["tta_accuracy"]) * 200)
+    ensemble = json.loads((repo / "metrics/ensemble.json").read_text())
+    assert ensemble["tta_accuracy"] == evaluate["tta_accuracy"]  # one model: the same TTA
+    rows = (repo / "plots/ensemble/members.csv").read_text().splitlines()
+    assert rows[0] == "model,val_accuracy,test_accuracy,tta_test_accuracy"
+
+
 def test_ensemble_seeds_add_member_stages(repo: Path) -> None:
     run(repo, "git", "reset", "-q", "--hard")
     run(repo, "dvc", "checkout", "-f")
