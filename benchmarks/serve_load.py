@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_load.py                      # canvas PNG data URLs, 8 clients
     .venv/bin/python benchmarks/serve_load.py --payload pixels     # 28x28 pixel arrays instead
     .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
+    .venv/bin/python benchmarks/serve_load.py --worst --clients 16  # the costliest requests: memory, CPU
 
 The server runs exactly as users start it (`python -m digits.serve`: uvicorn, one process, access log on;
 `--server-args` adds options such as `--workers 2`). Each client is a thread
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -28,6 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from digits.idx import read_idx
+from digits.serve import MAX_BODY, MAX_ITEMS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = tuple(
@@ -278,6 +283,113 @@ def run_load(
     return results, time.perf_counter() - start
 
 
+# --- worst cases: what one legal-looking request costs the server ------------------------------------------
+
+
+def _big_digit(side: tuple[int, int]) -> np.ndarray:
+    """An MNIST 3 blown up to (width, height), uint8 solid white ink on black (so it compresses well)."""
+    digit = sample_digits()[3][0]
+    return np.where(np.asarray(Image.fromarray(digit).resize(side, Image.BILINEAR)) > 128, 255, 0).astype(
+        np.uint8
+    )
+
+
+def _encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def worst_payloads() -> dict[str, tuple[str, bytes]]:
+    """name -> (path, JSON body) for the requests that cost the server most within the body limit."""
+    ink = _big_digit((4096, 4096))
+    rgba = Image.merge("RGBA", [Image.new("L", ink.shape[::-1], 255)] * 3 + [Image.fromarray(ink)])
+    bar = np.zeros((4096, 4096), np.uint8)
+    bar[512:-512, 1800:2300] = 255  # a "1": a few KB as a 1-bit PNG, so 256 fit in one body
+    one_bit = _encoded(Image.fromarray(bar).convert("1"), "PNG")
+    rng = np.random.default_rng(0)
+    paper = 200 - _big_digit((4032, 3024)) * 0.6 + rng.normal(0, 3, (3024, 4032))
+    photo = _encoded(Image.fromarray(paper.clip(0, 255).astype(np.uint8)).convert("RGB"), "JPEG", quality=80)
+
+    def item(data: bytes, mime: str = "image/png") -> dict[str, str]:
+        return {"image": f"data:{mime};base64," + base64.b64encode(data).decode()}
+
+    n = min(MAX_ITEMS, int(MAX_BODY * 0.99) // (len(json.dumps(item(one_bit))) + 2))  # as many as fit
+    items = [item(one_bit)] * n
+
+    return {
+        "4096x4096 RGBA PNG": ("/api/predict", json.dumps(item(_encoded(rgba, "PNG"))).encode()),
+        "4032x3024 JPEG photo": ("/api/predict", json.dumps(item(photo, "image/jpeg")).encode()),
+        f"batch of {n} 4096x4096 1-bit PNGs": ("/api/predict/batch", json.dumps({"items": items}).encode()),
+    }
+
+
+def _post(port: int, path: str, body: bytes) -> int:
+    connection = http.client.HTTPConnection(HOST, port, timeout=120)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def worst_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each worst payload once, then the first one `args.clients` times at once, each on a fresh server.
+
+    Memory is the server's VmHWM (its peak resident set) minus its resident set when ready: what the
+    request(s) added at their worst.
+    """
+    payloads = worst_payloads()
+    runs = [(name, 1) for name in payloads] + [(next(iter(payloads)), args.clients)]
+    rows = []
+    for name, clients in runs:
+        path, body = payloads[name]
+        port = free_port()
+        with tempfile.TemporaryFile() as output:
+            server = start_server(args.model.resolve(), port, output, shlex.split(args.server_args))
+            try:
+                wait_ready(server, port, output, args.startup_timeout)
+                before, cpu = rss_mb(server.pid)["VmRSS"], cpu_seconds(server.pid)
+                start = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:  # all at once
+                    statuses = list(pool.map(functools.partial(_post, port, path), [body] * clients))
+                wall = time.perf_counter() - start
+                time.sleep(0.5)  # let a request whose client was answered early finish its work
+                memory, cpu = rss_mb(server.pid), cpu_seconds(server.pid) - cpu
+            finally:
+                stop_server(server)
+        rows.append(
+            {
+                "request": name,
+                "body_bytes": len(body),
+                "clients": clients,
+                "statuses": sorted(Counter(statuses).items()),
+                "wall_s": round(wall, 2),
+                "server_cpu_s": round(cpu, 2),
+                "rss_ready_mb": round(before, 1),
+                "peak_mb": round(memory["VmHWM"], 1),
+                "added_peak_mb": round(memory["VmHWM"] - before, 1),
+                "rss_after_mb": round(memory["VmRSS"], 1),
+            }
+        )
+        log(json.dumps(rows[-1]))
+    return rows
+
+
+def print_worst(rows: list[dict[str, Any]]) -> None:
+    print("| request | body | clients | statuses | server CPU s | peak RSS MiB (+ over ready) | RSS after |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for r in rows:
+        statuses = ", ".join(f"{n}x {s}" for s, n in r["statuses"])
+        print(
+            f"| {r['request']} | {r['body_bytes'] / 1024:.0f} KiB | {r['clients']} | {statuses} "
+            f"| {r['server_cpu_s']} | {r['peak_mb']:.0f} (+{r['added_peak_mb']:.0f}) "
+            f"| {r['rss_after_mb']:.0f} |"
+        )
+
+
 # --- one benchmark, start to finish -------------------------------------------------------------------
 
 
@@ -399,12 +511,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help=f"also write the numbers as JSON (to {DEFAULT_JSON.relative_to(ROOT)} if no PATH)",
     )
+    parser.add_argument(
+        "--worst",
+        action="store_true",
+        help="instead of the load: the costliest legal requests once each, then the first of them from "
+        "--clients clients at once (peak memory and CPU of the server, each on a fresh server)",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--clients, --requests and --seconds must be positive, --warmup at least 0")
     if not args.model.is_file():
         parser.error(f"{args.model}: no such model file")
 
+    if args.worst:
+        try:
+            rows = worst_cases(args)
+        except (ServerDied, TimeoutError) as e:
+            log(f"error: {e}")
+            return 1
+        print_worst(rows)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
     try:
         results, summary = benchmark(args)
     except (ServerDied, TimeoutError) as e:
