@@ -16,7 +16,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# Params are checked first: a stage that refuses bad params has already lost its outputs to `dvc repro`.
 run: setup
+	python -m digits.params
 	dvc repro
 
 test: setup

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from digits import DigitsError, log
-from digits.idx import idx_bytes, parse_idx, read_idx
+from digits.idx import MANIFEST, idx_bytes, parse_idx, read_idx
 from digits.params import FetchParams
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -45,7 +45,6 @@ TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 KAGGLE_TEST_IMAGES = "kaggle-test-images-idx3-ubyte"  # Kaggle's unlabelled test.csv, for a submission
-MANIFEST = "manifest.json"
 
 # sha256 of the uncompressed IDX files as published (header included).
 MNIST_SHA256 = {

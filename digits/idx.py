@@ -7,6 +7,8 @@ row-major order, big-endian. MNIST images are `00 00 08 03` (uint8, n x 28 x 28)
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -26,6 +28,7 @@ _DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+MANIFEST = "manifest.json"  # fetch's record of the files it wrote, each with its sha256
 
 
 class IdxError(DigitsError):
@@ -64,6 +67,34 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file, gzipped or not."""
     path = Path(path)
     return parse_idx(path.read_bytes(), str(path))
+
+
+def read_fetched(raw_dir: str | Path, name: str) -> np.ndarray:
+    """Read one of fetch's IDX files after checking it against the sha256 fetch recorded in manifest.json.
+
+    DVC restores whatever bytes its cache holds and `dvc status` does not rehash them, so without this a
+    damaged cache object would reach the model unnoticed.
+    """
+    raw_dir = Path(raw_dir)
+    path, manifest = raw_dir / name, raw_dir / MANIFEST
+    fix = "fetch it again with `dvc repro -f fetch` (which also replaces a damaged copy in DVC's cache)"
+    try:
+        expected = json.loads(manifest.read_text())["files"][name]["sha256"]
+    except FileNotFoundError:
+        raise DigitsError(f"{manifest}: not found; {fix}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise DigitsError(f"{manifest}: no sha256 for {name} ({type(e).__name__}: {e}); {fix}") from None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DigitsError(f"{path}: not found; {fix}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise DigitsError(
+            f"{path} is damaged: sha256 {digest[:16]}… is not the {expected[:16]}… that {manifest} "
+            f"recorded when fetch wrote it; {fix}"
+        )
+    return parse_idx(data, str(path))
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -155,12 +156,40 @@ def parse_params(raw: object, origin: str = "params") -> Params:
         raise ParamsError(f"{origin} is invalid:\n{lines}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; DVC rejects the file. Reject it here too, with both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                break  # SafeLoader's own error says so
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on lines {seen[key]} and {line}", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     return parse_params(raw, str(path))
+
+
+if __name__ == "__main__":  # `python -m digits.params [FILE]`: check params before DVC touches any output
+    import sys
+
+    try:
+        load_params(*sys.argv[1:2])
+    except ParamsError as e:
+        sys.exit(f"error: {e}")
+    print(f"{(sys.argv[1:2] or ['params.yaml'])[0]}: valid", file=sys.stderr)

@@ -1,14 +1,15 @@
 """Split the training digits into train/val (stratified, seeded) and store every split compactly.
 
-Reads data/raw/*-ubyte; writes data/prepared/{train,val,test}.npz (uint8 x, labels y) and
-data/prepared/summary.json (digits per class per split). The test split is copied through untouched.
+Reads data/raw/*-ubyte, each checked against the sha256 in data/raw/manifest.json; writes
+data/prepared/{train,val,test}.npz (uint8 x, labels y) and data/prepared/summary.json (digits per class
+per split). The test split is copied through untouched.
 """
 
 from pathlib import Path
 
 from digits.cli import log, run_stage
 from digits.files import write_json
-from digits.idx import read_idx
+from digits.idx import read_fetched
 from digits.params import Params
 from digits.preprocess import check_digits, data_summary, save_split, stratified_split
 
@@ -16,8 +17,8 @@ RAW, OUT = Path("data/raw"), Path("data/prepared")
 
 
 def main(params: Params) -> None:
-    x, y = read_idx(RAW / "train-images-idx3-ubyte"), read_idx(RAW / "train-labels-idx1-ubyte")
-    x_test, y_test = read_idx(RAW / "t10k-images-idx3-ubyte"), read_idx(RAW / "t10k-labels-idx1-ubyte")
+    x, y = read_fetched(RAW, "train-images-idx3-ubyte"), read_fetched(RAW, "train-labels-idx1-ubyte")
+    x_test, y_test = read_fetched(RAW, "t10k-images-idx3-ubyte"), read_fetched(RAW, "t10k-labels-idx1-ubyte")
     check_digits(x, y, "training set")
     check_digits(x_test, y_test, "test set")
     x_train, y_train, x_val, y_val = stratified_split(

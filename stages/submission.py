@@ -11,7 +11,8 @@ from digits.cli import log, run_stage
 from digits.params import Params
 from digits.submission import write_submission
 
-KAGGLE_TEST = Path("data/raw/kaggle-test-images-idx3-ubyte")
+RAW = Path("data/raw")
+KAGGLE_TEST = RAW / "kaggle-test-images-idx3-ubyte"
 OUT = Path("submission.csv")
 
 
@@ -22,10 +23,10 @@ def main(params: Params) -> None:
         write_submission(OUT, np.zeros(0, np.uint8))
         log(f"submission: no {KAGGLE_TEST} (fetch did not use Kaggle's test.csv); {OUT} has only its header")
         return
-    from digits.idx import read_idx
+    from digits.idx import read_fetched
     from digits.models import load_model, predict_probs
 
-    images = read_idx(KAGGLE_TEST)
+    images = read_fetched(RAW, KAGGLE_TEST.name)
     probs = predict_probs(load_model("models/model.keras"), images)
     write_submission(OUT, probs.argmax(axis=1))
     log(f"submission: {len(images)} predictions -> {OUT} (upload it on the competition's page)")

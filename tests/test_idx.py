@@ -1,10 +1,12 @@
 import gzip
+import hashlib
+import json
 
 import numpy as np
 import pytest
 
 from digits import DigitsError
-from digits.idx import IdxError, idx_bytes, parse_idx, read_idx, write_idx
+from digits.idx import MANIFEST, IdxError, idx_bytes, parse_idx, read_fetched, read_idx, write_idx
 
 
 @pytest.fixture
@@ -102,3 +104,37 @@ def test_tiny_fixture_reads(tiny_mnist_dir):
     assert images.shape == (600, 28, 28) and labels.shape == (600,)
     assert np.bincount(labels).tolist() == [60] * 10
     assert np.bincount(read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")).tolist() == [20] * 10
+
+
+def _fetched(tmp_path, images) -> None:
+    write_idx(tmp_path / "images-idx3-ubyte", images)
+    digest = hashlib.sha256((tmp_path / "images-idx3-ubyte").read_bytes()).hexdigest()
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": {"images-idx3-ubyte": {"sha256": digest}}}))
+
+
+def test_read_fetched_checks_the_manifest(tmp_path, images):
+    _fetched(tmp_path, images)
+    np.testing.assert_array_equal(read_fetched(tmp_path, "images-idx3-ubyte"), images)
+    # Eight flipped bytes in the pixels: still a well-formed IDX file, so only the checksum can tell.
+    path = tmp_path / "images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[100:108] = bytes(b ^ 0xFF for b in data[100:108])
+    path.write_bytes(data)
+    with pytest.raises(DigitsError, match=r"images-idx3-ubyte is damaged: sha256 .*`dvc repro -f fetch`"):
+        read_fetched(tmp_path, "images-idx3-ubyte")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / MANIFEST).unlink(), r"manifest.json: not found"),
+        (lambda d: (d / MANIFEST).write_text("{}"), r"no sha256 for images-idx3-ubyte \(KeyError"),
+        (lambda d: (d / MANIFEST).write_text("[1"), r"no sha256 for images-idx3-ubyte \(JSONDecodeError"),
+        (lambda d: (d / "images-idx3-ubyte").unlink(), r"images-idx3-ubyte: not found"),
+    ],
+)
+def test_read_fetched_names_what_is_missing(tmp_path, images, damage, message):
+    _fetched(tmp_path, images)
+    damage(tmp_path)
+    with pytest.raises(DigitsError, match=message + r".*dvc repro -f fetch"):
+        read_fetched(tmp_path, "images-idx3-ubyte")

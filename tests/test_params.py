@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,26 @@ def test_stage_rejects_bad_params_before_writing_anything(tmp_path: Path, stage:
     assert "train.epochs: Input should be greater than 0 (got -5)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_duplicate_keys_are_rejected_with_their_lines(tmp_path: Path) -> None:
+    # PyYAML alone would keep the last value silently (DVC refuses the same file).
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 3\n  lr: 0.01\n  epochs: 5\n")
+    with pytest.raises(ParamsError, match=r"duplicate key 'epochs' on lines 2 and 4"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 3\ntrain:\n  lr: 0.01\n")
+    with pytest.raises(ParamsError, match=r"duplicate key 'train' on lines 1 and 3"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("? [a, b]\n: 1\n")
+    with pytest.raises(ParamsError, match=r"(?s)not valid YAML.*unhashable key"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_make_run_checks_params_before_dvc(tmp_path: Path) -> None:
+    # `make run` calls this before `dvc repro`, which deletes a stage's outputs before the stage runs.
+    check = [sys.executable, "-m", "digits.params"]
+    good = subprocess.run([*check, str(ROOT / "params.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert good.returncode == 0 and "valid" in good.stderr
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 0\n")
+    bad = subprocess.run([*check, str(tmp_path / "params.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "train.epochs: Input should be greater than 0 (got 0)" in bad.stderr
