@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from digits.idx import read_idx
-from digits.serve import MAX_BODY, MAX_ITEMS
+from digits.serve import MAX_BODY, MAX_ITEMS, MAX_REQUEST_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = tuple(
@@ -316,11 +316,18 @@ def worst_payloads() -> dict[str, tuple[str, bytes]]:
 
     n = min(MAX_ITEMS, int(MAX_BODY * 0.99) // (len(json.dumps(item(one_bit))) + 2))  # as many as fit
     items = [item(one_bit)] * n
+    big, digit = _encoded(rgba, "PNG"), sample_digits()[3][0]
+    canvases = (MAX_REQUEST_PIXELS - 4096 * 4096) // (CANVAS * CANVAS)
 
     return {
-        "4096x4096 RGBA PNG": ("/api/predict", json.dumps(item(_encoded(rgba, "PNG"))).encode()),
+        "4096x4096 RGBA PNG": ("/api/predict", json.dumps(item(big)).encode()),
         "4032x3024 JPEG photo": ("/api/predict", json.dumps(item(photo, "image/jpeg")).encode()),
         f"batch of {n} 4096x4096 1-bit PNGs": ("/api/predict/batch", json.dumps({"items": items}).encode()),
+        # Within the per-request pixel budget: one 4096x4096 RGBA PNG and canvases up to the limit.
+        f"batch of 1 4096x4096 RGBA PNG + {canvases} canvases": (
+            "/api/predict/batch",
+            json.dumps({"items": [item(big)] + [{"image": canvas_data_url(digit)}] * canvases}).encode(),
+        ),
     }
 
 

@@ -22,6 +22,7 @@ INK = 0.2  # after normalisation, pixels at least this bright count as ink for t
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
 MIN_INK_PIXELS = 3  # fewer ink pixels than this is a stray speck, not a digit
 MAX_PIXELS = 4096 * 4096  # decoding bigger images could take gigabytes (a small PNG can be huge)
+WORK_SIDE = 1024  # decoded pictures are shrunk to this before float work: 4 MB arrays, not 64 MB
 
 
 class BadInput(DigitsError):
@@ -32,29 +33,93 @@ class EmptyInput(BadInput):
     """The picture is blank (or nearly): there is no digit to recognise."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG/... bytes -> float32 (h, w) grayscale in [0, 1]; transparency is flattened."""
+def open_image(data: bytes) -> Image.Image:
+    """Parse an image's header only (no pixels decoded yet), refusing sizes over MAX_PIXELS.
+
+    Cheap, so a request can add up its pictures' pixels before decoding any (digits.serve does).
+    """
+    if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
+        # Pillow reads a BMP's signed width as unsigned, so a negative one looks like 4 billion pixels.
+        if int.from_bytes(data[18:22], "little", signed=True) <= 0:
+            raise BadInput("damaged image: the BMP header gives a width of zero or less")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
-                raise BadInput(f"image is {image.width}x{image.height}: more than {MAX_PIXELS} pixels")
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # phone photos are often stored sideways
-            return _to_gray(image)
-    except BadInput:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInput(f"image is too large: more than {MAX_PIXELS} pixels") from None
+    except UnidentifiedImageError as e:
         raise BadInput(f"not an image Pillow can read (PNG, JPEG, ...): {type(e).__name__}") from None
+    except Exception as e:  # Pillow's parsers raise OSError, ValueError, SyntaxError, ... on corrupt headers
+        raise BadInput(f"damaged image: {type(e).__name__}: {e}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadInput(f"damaged image: the header gives a size of {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise BadInput(f"image is {width}x{height}: more than {MAX_PIXELS} pixels")
+    return image
+
+
+def decode_image(data: bytes | Image.Image) -> np.ndarray:
+    """PNG/JPEG/... bytes (or an open_image) -> float32 (h, w) grayscale in [0, 1], at most WORK_SIDE a side.
+
+    Transparency is flattened. Memory stays near one copy of the decoded picture: JPEGs decode at a reduced
+    scale straight to grayscale, others are shrunk by an integer factor before any float array exists.
+    """
+    image = open_image(data) if isinstance(data, bytes) else data
+    try:
+        if image.format == "JPEG":
+            image.draft("L", _fit(image.size, WORK_SIDE))  # DCT scaling: 1/2, 1/4 or 1/8 of the pixels
+        image.load()
+        sixteen_bit = image.mode.startswith("I;16")
+        small = _shrink(image)
+        if small is not image:
+            image.close()  # the full-size pixels go now, before the float arrays are made
+        ImageOps.exif_transpose(small, in_place=True)  # phone photos are often stored sideways
+        return _to_gray(small, sixteen_bit)
     except Exception as e:  # Pillow's decoders raise OSError, ValueError, SyntaxError, ... on corrupt data
         raise BadInput(f"damaged image: {type(e).__name__}: {e}") from None
 
 
-def _to_gray(image: Image.Image) -> np.ndarray:
-    if image.mode.startswith("I;16"):
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    scale = min(1.0, side / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """At most WORK_SIDE pixels a side, by box averaging (antialiased, and what fit_box would do anyway).
+
+    A band of rows at a time: Pillow's reduce() of a whole RGBA picture first makes a premultiplied copy
+    as big as the picture, and widening a 1-bit or palette picture would copy it too.
+    """
+    widen = None  # reduce() cannot average bits, palette indices or 16-bit words
+    if image.mode in ("1", "P", "PA"):
+        widen = "LA" if _has_alpha(image) else "L"
+    elif image.mode.startswith("I;16"):
+        widen = "I"
+    factor = -(-max(image.size) // WORK_SIDE)  # ceil
+    if factor == 1 and widen is None:
+        return image
+    width, height = image.size
+    out = Image.new(widen or image.mode, (-(-width // factor), -(-height // factor)))
+    band = factor * max(1, 256 // factor)  # rows per step, a multiple of the factor
+    for top in range(0, height, band):
+        strip = image.crop((0, top, width, min(height, top + band)))
+        if widen:
+            strip = strip.convert(widen)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    out.info = {k: v for k, v in image.info.items() if not (widen and k == "transparency")}  # EXIF stays
+    return out
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return "A" in image.getbands() or "transparency" in image.info
+
+
+def _to_gray(image: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
+    if sixteen_bit:  # widened to mode I by _shrink
         return (np.asarray(image, dtype=np.float32) / 65535).clip(0, 1)
-    if "A" in image.getbands() or "transparency" in image.info:
+    if _has_alpha(image):
         gray, alpha = (np.asarray(b, dtype=np.float32) / 255 for b in image.convert("LA").split())
         return _flatten_alpha(gray, alpha)
     return np.asarray(image.convert("L"), dtype=np.float32) / 255
@@ -73,18 +138,26 @@ def _flatten_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def pixels_to_array(values: object) -> np.ndarray:
     """A 28x28 or 784 array of numbers in [0, 1] or 0..255 -> float32 (28, 28) in [0, 1].
 
-    Values above 1 mean the 0..255 scale.
+    Values above 1 mean the 0..255 scale. Only numbers count: numpy would read "255" and true as numbers.
     """
+    numeric = isinstance(values, np.ndarray) and values.dtype.kind in "iuf"
     try:
-        x = np.asarray(values, dtype=np.float64)
+        x = values if numeric else np.asarray(values, dtype=object)
+    except ValueError:  # nesting numpy cannot make an array of, even of objects
+        raise BadInput("pixels must be numbers in a 28x28 array or a flat list of 784") from None
+    if x.shape not in ((SIDE, SIDE), (SIDE * SIDE,)):
+        raise BadInput(f"pixels must be a 28x28 array or a flat list of 784, got shape {x.shape}")
+    if not numeric and not set(map(type, x.flat)) <= {int, float}:  # the set: fast for 784 good values
+        for index, value in np.ndenumerate(x):
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+                where = "".join(f"[{i}]" for i in index)
+                raise BadInput(f"pixels must be numbers, got {_json_kind(value)} at pixels{where}")
+    try:
+        x = np.asarray(x, dtype=np.float64)
     except OverflowError:
         raise BadInput(
             "pixel values must lie in [0, 1] or 0..255, got a number too big for a float"
         ) from None
-    except (ValueError, TypeError):
-        raise BadInput("pixels must be numbers in a 28x28 array or a flat list of 784") from None
-    if x.shape not in ((SIDE, SIDE), (SIDE * SIDE,)):
-        raise BadInput(f"pixels must be a 28x28 array or a flat list of 784, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise BadInput("pixels contain NaN or infinite values")
     if x.min() < 0 or x.max() > 255:
@@ -92,6 +165,17 @@ def pixels_to_array(values: object) -> np.ndarray:
     if x.max() > 1:
         x = x / 255
     return x.reshape(SIDE, SIDE).astype(np.float32)
+
+
+def _json_kind(value: object) -> str:
+    """How a JSON client would name this value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value[:20]!r}"
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
 
 
 def ink_on_black(gray: np.ndarray) -> np.ndarray:

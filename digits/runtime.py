@@ -27,6 +27,25 @@ from digits.shapes import NUM_CLASSES, SIDE
 SUFFIXES = (".tflite", ".keras")
 
 
+class BadOutput(DigitsError):
+    """The model's output is not a probability per class (NaN, infinite, negative, not summing to 1)."""
+
+
+def check_probabilities(probabilities: np.ndarray, tolerance: float = 1e-3) -> None:
+    """Raise BadOutput unless every row is finite, in [0, 1] and sums to 1 (within `tolerance`)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != NUM_CLASSES:
+        raise BadOutput(f"the model answered shape {p.shape}, expected (n, {NUM_CLASSES})")
+    if not np.isfinite(p).all():
+        raise BadOutput("the model answered NaN or infinite values")
+    sums = p.sum(axis=1)
+    if p.min() < -tolerance or p.max() > 1 + tolerance or np.abs(sums - 1).max() > tolerance:
+        raise BadOutput(
+            f"the model answered values in {p.min():g}..{p.max():g}, rows summing to "
+            f"{sums.min():g}..{sums.max():g}: not probabilities"
+        )
+
+
 class Predictor(ABC):
     """A loaded, warmed-up classifier: (n, 28, 28) or (n, 28, 28, 1) float32 -> (n, 10) probabilities."""
 
@@ -40,15 +59,30 @@ class Predictor(ABC):
             raise ValueError(f"expected images of shape (n, 28, 28) or (n, 28, 28, 1), got {images.shape}")
         if len(images) == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
-        return self._predict(np.ascontiguousarray(images.reshape(len(images), SIDE, SIDE, 1)))
+        probabilities = self._predict(np.ascontiguousarray(images.reshape(len(images), SIDE, SIDE, 1)))
+        if not np.isfinite(probabilities).all():  # never a NaN in a response (JSON has no NaN)
+            raise BadOutput(f"{self.path.name}: the model answered NaN or infinite values")
+        return probabilities
 
     @abstractmethod
     def _predict(self, images: np.ndarray) -> np.ndarray:
         """(n, 28, 28, 1) float32 with n >= 1 -> (n, 10) float32."""
 
-    def warm_up(self) -> None:
-        """Run once now, so the first request does not pay for tracing or allocation."""
-        self(np.zeros((1, SIDE, SIDE), np.float32))
+    def warm_up(self, batch: int = 1) -> None:
+        """Run once now, so the first request does not pay for tracing or allocation, and check the output.
+
+        A damaged file (overwritten weights) often still loads and answers NaN: refuse it here, so a server
+        on it never becomes ready.
+        """
+        probe = np.zeros((batch, SIDE, SIDE), np.float32)
+        probe[:, 4:24, 13:16] = 1  # a "1", so the check sees ink as well as background
+        try:
+            check_probabilities(self(probe))
+        except BadOutput as e:
+            raise DigitsError(
+                f"{self.path}: {e} on a warm-up input, so the file is damaged or not a softmax "
+                "classifier; rebuild it (dvc repro) or fetch it again (dvc pull)"
+            ) from None
 
 
 class KerasPredictor(Predictor):
@@ -139,8 +173,8 @@ class LiteRTPredictor(Predictor):
         ):
             shapes = [tuple(d["shape"]) for d in inputs], [tuple(d["shape"]) for d in outputs]
             raise DigitsError(f"{path}: expected a float32 (28, 28, 1) -> 10 classifier, got {shapes}")
-        self.warm_up()
-        self._batch.run(np.zeros((2, SIDE, SIDE, 1), np.float32))
+        self.warm_up()  # the single-image interpreter
+        self.warm_up(batch=2)  # and the batch one
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         return (self._single if len(images) == 1 else self._batch).run(images)

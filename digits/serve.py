@@ -13,45 +13,150 @@ bad input is a 4xx with a `{"detail": "..."}` message, never a 500.
 import argparse
 import base64
 import binascii
+import contextlib
+import ctypes
 import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import h11
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digits import DigitsError
-from digits.drawing import BadInput, prepare_image, prepare_pixels
-from digits.runtime import SUFFIXES, Predictor, load_predictor
+from digits.drawing import MAX_PIXELS, BadInput, decode_image, mnistify, open_image, prepare_pixels
+from digits.runtime import SUFFIXES, BadOutput, Predictor, load_predictor
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes; a 280x280 canvas PNG is 1-5 KB, a phone photo JPEG 1-2 MB
 MAX_ITEMS = 256  # per batch request
+# Decoded pixels per request: a full batch of the page's 280x280 canvases, or one of the largest pictures
+# and a few more. Decoding costs ~25 ms of CPU per megapixel, so this bounds a request to ~0.5 CPU-s.
+MAX_REQUEST_PIXELS = MAX_ITEMS * 280 * 280
+DECODE_SLOTS = 4  # pictures decoded at once (each up to ~70 MB while it decodes); the rest wait ...
+QUEUE_TIMEOUT = 5.0  # ... this many seconds for a slot, then get a 503 with Retry-After
+BODY_TIMEOUT = 20.0  # seconds for the whole body to arrive (2 MiB at 1 Mbit/s takes 17 s)
+HEADER_TIMEOUT = 10.0  # seconds for the request line and headers to arrive
 DEFAULT_MODELS = (Path("models/model.tflite"), Path("models/model.keras"))  # the first that exists
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+HEADER_TIMEOUT_ENV = "DIGITS_HEADER_TIMEOUT"  # read by HeaderTimeoutProtocol, in every worker process
+OPTIONS_ENV = "DIGITS_SERVE"  # create_app's arguments (JSON) for the --workers processes
+DISCONNECTED = "digits.disconnected"  # scope key: a threading.Event set when the client has gone
+
+# A real 12x12 PNG of a "1" and a 28x28 "1" as pixels: the examples /docs offers work as they are.
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAwAAAAMCAAAAABzHgM7AAAAGklEQVR42mNgwA/+/2dgYGBgYEIWoy4H"
+    "NwAA+ukCDaInnboAAAAASUVORK5CYII="
+)
+EXAMPLE_PIXELS = [[255 if 4 <= r < 24 and 13 <= c < 16 else 0 for c in range(28)] for r in range(28)]
+_NUMBER = {"type": "number", "minimum": 0, "maximum": 255}
+_ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.drawing checks the rest
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "image": {
+            "type": "string",
+            "description": "a PNG/JPEG/... file as a base64 data URL (data:image/png;base64,...) or bare "
+            f"base64; at most {MAX_PIXELS} pixels",
+            "pattern": r"^(data:[-\w.+]+/[-\w.+]+;base64,)?[A-Za-z0-9+/]+={0,2}$",
+            "examples": [EXAMPLE_IMAGE],
+        },
+        "pixels": {
+            "description": "28x28 nested or 784 flat numbers: [0, 1] (white ink on black), or 0..255 if any "
+            "value is above 1",
+            "oneOf": [
+                {"type": "array", "items": _NUMBER, "minItems": 784, "maxItems": 784},
+                {
+                    "type": "array",
+                    "minItems": 28,
+                    "maxItems": 28,
+                    "items": {"type": "array", "items": _NUMBER, "minItems": 28, "maxItems": 28},
+                },
+            ],
+            "examples": [EXAMPLE_PIXELS],
+        },
+    },
+    "oneOf": [{"required": ["image"]}, {"required": ["pixels"]}],
+}
+CONTENT_ERRORS = (  # the 422s JSON Schema cannot rule out: said in the docs of each operation
+    "A schema-valid body can still get a 422 for its content: base64 that does not decode, bytes that are "
+    "not an image Pillow reads or a damaged one, more than the pixel limit, or a blank picture (no ink "
+    "stands out, so there is no digit to guess)."
+)
 
 
 class Item(BaseModel):
     """One picture: `image` (a data URL or bare base64 of a PNG/JPEG/...) or `pixels` (28x28 or 784)."""
 
-    model_config = ConfigDict(extra="forbid")
-    image: str | None = Field(None, examples=["data:image/png;base64,iVBORw0KGgo..."])
-    # Checked by digits.drawing rather than pydantic, for messages that name the actual problem.
-    pixels: list[Any] | None = Field(None, description="28x28 nested or 784 flat numbers, [0, 1] or 0..255")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.update(_ITEM_SCHEMA))
+    # Not nullable (None is only the default for a missing key); checked by digits.drawing rather than
+    # pydantic, for messages that name the actual problem.
+    image: str = None  # type: ignore[assignment]
+    pixels: list[Any] = None  # type: ignore[assignment]
 
 
 class Batch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[Item] = Field(description=f"at most {MAX_ITEMS} pictures")
+    # Counted by the endpoint (413 past the limit, which create_app can change), said here for the schema.
+    items: list[Item] = Field(
+        description="the pictures", json_schema_extra={"minItems": 1, "maxItems": MAX_ITEMS}
+    )
+
+
+class Problem(BaseModel):
+    """Every error: one readable line."""
+
+    detail: str = Field(examples=["items[3]: the picture is blank: no ink stands out from the background"])
+
+
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probabilities: list[float] = Field(min_length=10, max_length=10, description="per class 0..9, sum 1")
+    model: str = Field(description="the first 12 hex digits of the model file's sha256")
+    input: list[list[float]] | None = Field(None, description="the 28x28 model input, with ?input=true")
+
+
+class Result(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probabilities: list[float] = Field(min_length=10, max_length=10)
+
+
+class BatchPrediction(BaseModel):
+    results: list[Result]
+    model: str
+
+
+class ClientGone(Exception):
+    """The client disconnected: stop working on its request."""
+
+
+def _errors(*statuses: int, said: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body (`said`: own wording)."""
+    text = {
+        400: "malformed body: not JSON, broken multipart, a bad Content-Length, or a Host not served here",
+        408: "the body did not arrive in time",
+        413: "body, item count or total pixels over the limit",
+        415: "a content type other than the ones listed",
+        422: "a body or query value the API cannot use; the message names it",
+        503: "the model is still loading, or all decoders stayed busy (see Retry-After)",
+        **(said or {}),
+    }
+    return {s: {"model": Problem, "description": text[s]} for s in statuses}
 
 
 def decode_data_url(text: str) -> bytes:
@@ -69,63 +174,159 @@ def decode_data_url(text: str) -> bytes:
     return data
 
 
-def prepare_item(item: Item) -> np.ndarray:
-    if (item.image is None) == (item.pixels is None):
-        raise BadInput("give exactly one of `image` (a PNG data URL) or `pixels` (28x28 or 784 numbers)")
-    if item.image is not None:
-        return prepare_image(decode_data_url(item.image))
-    return prepare_pixels(item.pixels)
-
-
-def _result(probabilities: np.ndarray) -> dict[str, Any]:
-    return {
-        "digit": int(probabilities.argmax()),
-        "probabilities": [round(float(p), 6) for p in probabilities],
-    }
-
-
-def _detail(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+def _detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
 class LimitBody:
-    """ASGI middleware: bodies over `max_bytes` get a 413, judged by Content-Length and while reading.
+    """ASGI middleware: the body within `max_bytes` (413) and `timeout` seconds (408), and disconnects seen.
 
-    The body is read here (at most max_bytes) and replayed to the app, so a chunked upload without a
-    Content-Length cannot run past the limit either.
+    The body is read here and replayed to the app, so a chunked upload without a Content-Length cannot run
+    past the limit, and a slow one holds its buffer for `timeout` seconds at most. After the body, a task
+    waits for the client's disconnect and sets scope[DISCONNECTED], so CPU-bound work in the thread pool
+    can stop for a client that has gone.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout: float) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = _detail(413, f"request body is larger than the limit of {self.max_bytes} bytes")
+        close = {"connection": "close"}  # do not read the rest of a body we refused
+        too_big = _detail(413, f"request body is larger than the limit of {self.max_bytes} bytes", close)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit():
             return await _detail(400, "bad Content-Length header")(scope, receive, send)
         if int(length) > self.max_bytes:
             return await too_big(scope, receive, send)
         body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await too_big(scope, receive, send)
+        with anyio.move_on_after(self.timeout) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    return await too_big(scope, receive, send)
+        if deadline.cancelled_caught:
+            late = f"the request body did not arrive within {self.timeout:g} s ({len(body)} bytes came)"
+            return await _detail(408, late, close)(scope, receive, send)
+
+        gone, gone_async = threading.Event(), anyio.Event()
+        scope[DISCONNECTED] = gone
         replayed = False
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            gone_async.set()
 
         async def replay() -> dict:
             nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the disconnect
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            await gone_async.wait()  # after the body: the disconnect, as the watcher saw it
+            return {"type": "http.disconnect"}
 
-        await self.app(scope, replay, send)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch)
+            await self.app(scope, replay, send)
+            tasks.cancel_scope.cancel()
+
+
+class Guard:
+    """ASGI middleware: only the allowed Host headers (no answer for a name an attacker points at us), and
+    security headers on every response: no MIME sniffing, no framing, and a strict CSP except on /docs
+    (Swagger UI loads its script from a CDN)."""
+
+    PAGE_CSP = (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def __init__(self, app: Callable[..., Awaitable[None]], allowed_hosts: Sequence[str] | None) -> None:
+        self.app = app
+        self.allowed = None if allowed_hosts is None or "*" in allowed_hosts else set(allowed_hosts)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = _host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        if self.allowed is not None and host not in self.allowed:
+            allowed = ", ".join(sorted(self.allowed))
+            message = f"Host {host!r} is not served here; allowed: {allowed} (digits.serve --allowed-hosts)"
+            return await _detail(400, message)(scope, receive, send)
+        docs = scope["path"] in ("/docs", "/redoc", "/docs/oauth2-redirect")
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", b"frame-ancestors 'none'" if docs else self.PAGE_CSP.encode()),
+        ]
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without the port: `[::1]:8000` -> `::1`, `localhost:8000` -> `localhost`."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's line and headers (config.header_timeout).
+
+    uvicorn times out idle keep-alive connections but not a request whose headers trickle in (or never
+    come), and such requests never reach the app: without this, each holds a connection forever.
+    """
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: Any = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:  # part of the next request's head: its clock starts
+            if self._header_timer is None:
+                self._arm()
+        else:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, HEADER_TIMEOUT))
+        self._header_timer = self.loop.call_later(timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # something came: say why we hang up (h11 cannot, no request yet)
+            body = b'{"detail": "the request headers did not arrive in time"}'
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.transport.close()
 
 
 def get_predictor(request: Request) -> Predictor:
@@ -135,9 +336,26 @@ def get_predictor(request: Request) -> Predictor:
     return predictor
 
 
+async def _parse_json(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        # ValueError covers JSONDecodeError, invalid UTF-8 (UnicodeDecodeError) and integer literals
+        # past Python's 4,300-digit conversion limit; RecursionError, nesting deeper than the stack.
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError) as e:
+        raise HTTPException(400, f"body is not valid JSON: {e}") from None
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").lower()
+
+
 async def read_item(request: Request) -> bytes | Item:
     """The one picture of /api/predict: the uploaded file's bytes (multipart) or a JSON Item."""
-    content_type = request.headers.get("content-type", "").lower()
+    content_type = _content_type(request)
     if content_type.startswith("multipart/form-data"):
         async with request.form() as form:
             upload = form.get("file")
@@ -145,45 +363,75 @@ async def read_item(request: Request) -> bytes | Item:
                 raise BadInput("multipart upload needs the image in a file field named `file`")
             return await upload.read()
     if content_type.startswith("application/json"):
-        try:
-            # ValueError covers JSONDecodeError, invalid UTF-8 (UnicodeDecodeError) and integer literals
-            # past Python's 4,300-digit conversion limit; RecursionError, nesting deeper than the stack.
-            body = json.loads(await request.body())
-        except (ValueError, RecursionError) as e:
-            raise HTTPException(400, f"body is not valid JSON: {e}") from None
-        try:
-            return Item.model_validate(body)
-        except ValidationError as e:
-            raise RequestValidationError(e.errors()) from None
-    raise HTTPException(415, "send the image as multipart/form-data (field `file`) or JSON {image|pixels}")
+        return await _parse_json(request, Item)
+    raise HTTPException(
+        415,
+        f"content type {content_type or '(none)'!r}: send the image as multipart/form-data (field "
+        "`file`) or JSON {image|pixels}",
+    )
 
 
-_PREDICT_BODY = {  # read_item parses the body itself, so describe it for /docs by hand
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-            "application/json": {"schema": {"$ref": "#/components/schemas/Item"}},
+async def read_batch(request: Request) -> Batch:
+    """The body of /api/predict/batch: JSON only."""
+    content_type = _content_type(request)
+    if not content_type.startswith("application/json"):
+        raise HTTPException(415, f'content type {content_type or "(none)"!r}: send JSON {{"items": [...]}}')
+    return await _parse_json(request, Batch)
+
+
+def _body(content: dict[str, Any], description: str) -> dict[str, Any]:
+    """openapi_extra for an endpoint that parses its body itself (read_item, read_batch)."""
+    return {"requestBody": {"required": True, "content": content, "description": description}}
+
+
+_PREDICT_BODY = _body(
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
         },
-    }
-}
-
-
-MODEL_ENV, THREADS_ENV = "DIGITS_MODEL", "DIGITS_THREADS"  # how main() configures --workers processes
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/Item"},
+            "examples": {
+                "image": {"summary": "a PNG data URL", "value": {"image": EXAMPLE_IMAGE}},
+                "pixels": {"summary": "28x28 pixels, 0..255", "value": {"pixels": EXAMPLE_PIXELS}},
+            },
+        },
+    },
+    "one picture: an uploaded file (multipart, field `file`) or JSON with `image` or `pixels`",
+)
+_BATCH_BODY = _body(
+    {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/Batch"},
+            "example": {"items": [{"image": EXAMPLE_IMAGE}, {"pixels": EXAMPLE_PIXELS}]},
+        }
+    },
+    f"1 to {MAX_ITEMS} pictures, with at most {MAX_REQUEST_PIXELS} decoded pixels in all",
+)
 
 
 def create_app(
-    model_path: str | Path, max_body: int = MAX_BODY, max_items: int = MAX_ITEMS, threads: int | None = None
+    model_path: str | Path,
+    max_body: int = MAX_BODY,
+    max_items: int = MAX_ITEMS,
+    threads: int | None = None,
+    *,
+    predictor: Predictor | None = None,
+    max_request_pixels: int = MAX_REQUEST_PIXELS,
+    decode_slots: int = DECODE_SLOTS,
+    queue_timeout: float = QUEUE_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The app; the model is loaded and warmed up at startup (lifespan), /ready says when that is done.
 
-    `threads`: LiteRT kernel threads (default: the CPUs, at most 4).
+    `threads`: LiteRT kernel threads (default: the CPUs, at most 4). `predictor`: one already loaded (the
+    CLI loads it first, so a bad model file is one line of error, not a traceback). `allowed_hosts`: the
+    Host header names served (None: any).
     """
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -192,27 +440,82 @@ def create_app(
         )
     if model_path.suffix not in SUFFIXES:
         raise DigitsError(f"{model_path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")
+    slots = threading.BoundedSemaphore(decode_slots)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.predictor = load_predictor(model_path, threads)
+        app.state.predictor = predictor or load_predictor(model_path, threads)
         yield
         app.state.predictor = None
 
     app = FastAPI(title="digits", summary="Handwritten digit recognition (MNIST CNN)", lifespan=lifespan)
+    app.router.redirect_slashes = False  # its redirects name the request's Host: no redirect at all
     app.state.predictor = None
-    app.add_middleware(LimitBody, max_bytes=max_body)
+    app.add_middleware(LimitBody, max_bytes=max_body, timeout=body_timeout)
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(BadInput)
     def bad_input(request: Request, e: BadInput) -> JSONResponse:
         return _detail(422, str(e))
 
+    @app.exception_handler(BadOutput)
+    def bad_output(request: Request, e: BadOutput) -> JSONResponse:
+        return _detail(503, f"{e}: the model file may be damaged; this server cannot answer")
+
+    @app.exception_handler(ClientGone)
+    def client_gone(request: Request, e: ClientGone) -> JSONResponse:
+        return _detail(499, "the client disconnected")  # nobody reads it; nginx's code for the case
+
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         # One readable line per problem instead of pydantic's nested structure.
         lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         return _detail(422, "; ".join(lines))
+
+    def prepare(request: Request, items: Sequence[bytes | Item], prefix: Callable[[int], str]) -> np.ndarray:
+        """The model inputs, after checking every item and the request's total pixels before decoding any."""
+        opened: list[Image.Image | list[Any]] = []
+        pixels = 0
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, bytes):
+                    opened.append(open_image(item))
+                elif ("image" in item.model_fields_set) == ("pixels" in item.model_fields_set):
+                    raise BadInput("give exactly one of `image` (a PNG data URL) or `pixels` (28x28 or 784)")
+                elif item.image is not None:
+                    opened.append(open_image(decode_data_url(item.image)))
+                else:
+                    opened.append(item.pixels)
+            except BadInput as e:
+                raise BadInput(f"{prefix(i)}{e}") from None
+            pixels += opened[-1].width * opened[-1].height if isinstance(opened[-1], Image.Image) else 784
+        if pixels > max_request_pixels:
+            raise HTTPException(
+                413,
+                f"the pictures have {pixels} pixels in all, more than the limit of {max_request_pixels} "
+                "per request: send fewer or smaller pictures (a digit needs no more than 1000x1000)",
+            )
+        gone = request.scope.get(DISCONNECTED) or threading.Event()
+        inputs = []
+        for i, source in enumerate(opened):
+            if gone.is_set():
+                raise ClientGone
+            try:
+                if isinstance(source, Image.Image):
+                    if not slots.acquire(timeout=queue_timeout):
+                        raise HTTPException(
+                            503, "all image decoders are busy; retry in a second", {"Retry-After": "1"}
+                        )
+                    try:
+                        inputs.append(mnistify(decode_image(source)))
+                    finally:
+                        slots.release()
+                else:
+                    inputs.append(prepare_pixels(source))
+            except BadInput as e:
+                raise BadInput(f"{prefix(i)}{e}") from None
+        return np.stack(inputs)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -223,46 +526,91 @@ def create_app(
         """The process is alive (says nothing about the model)."""
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"description": "model not loaded yet"}})
+    @app.get("/ready", responses=_errors(503, said={503: "the model is not loaded yet"}))
     def ready(request: Request) -> dict[str, str]:
-        """200 once the model is loaded and warmed up, 503 before."""
+        """200 once the model is loaded and warmed up (its output checked), 503 before."""
         return {"status": "ready", "model": get_predictor(request).sha}
 
-    @app.post("/api/predict", openapi_extra=_PREDICT_BODY)
+    @app.post(
+        "/api/predict",
+        openapi_extra=_PREDICT_BODY,
+        responses={200: {"model": Prediction}, **_errors(400, 408, 413, 415, 422, 503)},
+        description=f"One picture -> the digit, the 10 probabilities (and with ?input=true the 28x28 model "
+        f"input). {CONTENT_ERRORS}",
+    )
     def predict(
+        request: Request,
         item: Annotated[bytes | Item, Depends(read_item)],
         model: Annotated[Predictor, Depends(get_predictor)],
         with_input: Annotated[bool, Query(alias="input", description="add the 28x28 model input")] = False,
     ) -> JSONResponse:
-        """One picture -> the digit, the 10 probabilities (and with ?input=true the 28x28 model input)."""
-        x = prepare_image(item) if isinstance(item, bytes) else prepare_item(item)
+        x = prepare(request, [item], lambda i: "")[0]
         body = {**_result(model(x[None])[0]), "model": model.sha}
         if with_input:  # 16 KB of JSON the page draws as a preview; API clients rarely want it
             body["input"] = np.round(x, 3).tolist()
         # Plain JSON types already: a JSONResponse skips FastAPI's per-element encoder (~1 ms for `input`).
         return JSONResponse(body)
 
-    @app.post("/api/predict/batch", responses={413: {"description": f"more than {max_items} items"}})
-    def predict_batch(batch: Batch, model: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
-        """Several pictures in one call (JSON only) -> one result per item, in order."""
+    @app.post(
+        "/api/predict/batch",
+        openapi_extra=_BATCH_BODY,
+        responses={
+            200: {"model": BatchPrediction},
+            **_errors(
+                400,
+                408,
+                413,
+                415,
+                422,
+                503,
+                said={
+                    413: f"body, more than {max_items} items, or more than {max_request_pixels} pixels in all"
+                },
+            ),
+        },
+        description="Several pictures in one call (JSON only) -> one result per item, in order. An error "
+        f"names the item (`items[3]: ...`). {CONTENT_ERRORS}",
+    )
+    def predict_batch(
+        request: Request,
+        batch: Annotated[Batch, Depends(read_batch)],
+        model: Annotated[Predictor, Depends(get_predictor)],
+    ) -> JSONResponse:
         if len(batch.items) > max_items:
             raise HTTPException(413, f"too many items: {len(batch.items)}, at most {max_items} per request")
         if not batch.items:
             raise BadInput("items is empty: send at least one picture")
-        images = []
-        for i, item in enumerate(batch.items):
-            try:
-                images.append(prepare_item(item))
-            except BadInput as e:
-                raise BadInput(f"items[{i}]: {e}") from None
-        probabilities = model(np.stack(images))
-        return {"results": [_result(p) for p in probabilities], "model": model.sha}
+        probabilities = model(prepare(request, batch.items, lambda i: f"items[{i}]: "))
+        return JSONResponse({"results": [_result(p) for p in probabilities], "model": model.sha})
 
     return app
 
 
+def _result(probabilities: np.ndarray) -> dict[str, Any]:
+    return {
+        "digit": int(probabilities.argmax()),
+        "probabilities": [round(float(p), 6) for p in probabilities],
+    }
+
+
+def _memory_back_to_the_os() -> None:
+    """Buffers over 1 MiB (decoded pictures, their float arrays) mapped and unmapped one by one.
+
+    glibc otherwise raises its mmap threshold to 32 MiB after the first big free and serves such buffers
+    from heap arenas (one per thread), where they fragment: measured, 16 concurrent 4096x4096 uploads left
+    the server at 660 MiB instead of going back to ~100. A few hundred page faults per picture are cheap.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m digits.serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m digits.serve",
+        description=__doc__.splitlines()[0],
+        epilog="Limits: bodies over 2 MiB get 413, request heads over 16 KiB (h11's default) 400; more than "
+        "--limit-concurrency connections get 503. Behind a reverse proxy, its own timeouts apply first.",
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -272,43 +620,102 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     parser.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host header names to answer (e.g. digits.example.org), others get 400; set it "
+        "with --host 0.0.0.0 (default: any)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
         help="server processes, each with its own model copy (~80 MiB with LiteRT) and 1/N of the CPUs for "
         "LiteRT's threads (default: %(default)s)",
     )
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=100,
+        help="open connections per worker before new requests get 503; bounds the memory held by slow "
+        "uploads to this many bodies (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        default=5,
+        help="seconds an idle connection stays open (default: 5)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT,
+        help="seconds for a request's line and headers to arrive, else the connection is closed (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT,
+        help="seconds for a request's whole body to arrive, else 408 (default: %(default)s)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+    for name in ("workers", "limit_concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("timeout_keep_alive", "header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     model = args.model or next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
+    hosts = [h.strip() for h in args.allowed_hosts.split(",")] if args.allowed_hosts else None
+    if hosts is None and args.host not in LOOPBACK_HOSTS:
+        print(
+            f"note: listening on {args.host} and answering any Host header; consider --allowed-hosts",
+            file=sys.stderr,
+        )
+    app_options: dict[str, Any] = {"allowed_hosts": hosts, "body_timeout": args.body_timeout}
     try:
-        app = create_app(model)
+        # Loaded (and its output checked) before the server starts: a bad file is one line, not a traceback.
+        # With --workers each process loads its own copy; this one checks the file once for all of them.
+        predictor = load_predictor(model)
+        app = create_app(model, predictor=predictor if args.workers == 1 else None, **app_options)
     except DigitsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.workers > 1:
+        del predictor, app
     import uvicorn
 
     runtime = "LiteRT, no TensorFlow" if model.suffix == ".tflite" else "Keras on TensorFlow"
     print(f"serving {model} ({runtime}) with {args.workers} worker(s)", file=sys.stderr, flush=True)
-    options = {"host": args.host, "port": args.port, "access_log": not args.no_access_log}
+    os.environ[HEADER_TIMEOUT_ENV] = str(args.header_timeout)
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "access_log": not args.no_access_log,
+        "http": "digits.serve:HeaderTimeoutProtocol",
+        "limit_concurrency": args.limit_concurrency,
+        "timeout_keep_alive": args.timeout_keep_alive,
+    }
     if args.workers == 1:
+        _memory_back_to_the_os()
         uvicorn.run(app, **options)
-    else:  # each worker process builds its own app from the import string
-        os.environ[MODEL_ENV] = str(model.resolve())
-        # Kernel threads shared out, so that N workers do not each spin up a thread per core.
-        os.environ[THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // args.workers))
-        _run_workers(args.workers, options)
-    return 0
+        return 0
+    # Each worker process builds its own app from the import string; kernel threads are shared out, so
+    # that N workers do not each spin up a thread per core.
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    os.environ[OPTIONS_ENV] = json.dumps(
+        {"model_path": str(model.resolve()), "threads": threads, **app_options}
+    )
+    return _run_workers(args.workers, options)
 
 
-def _run_workers(workers: int, options: dict[str, Any]) -> None:
-    """What uvicorn.run does for workers > 1, with the listening socket marked as TCP.
+def _run_workers(workers: int, options: dict[str, Any]) -> int:
+    """What uvicorn.run does for workers > 1, with the listening socket marked as TCP; the exit status.
 
     uvicorn binds it with protocol 0, so asyncio never sets TCP_NODELAY on the accepted connections and
     every keep-alive response waits ~40 ms for the client's delayed ACK (Kludex/uvicorn#3149): measured
-    here, 48 ms per request instead of 4.4 ms.
+    here, 48 ms per request instead of 4.4 ms. uvicorn's supervisor stops when a worker fails to start but
+    exits 0 all the same: the worker's exit code says it.
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -316,12 +723,25 @@ def _run_workers(workers: int, options: dict[str, Any]) -> None:
     config = uvicorn.Config("digits.serve:app_from_env", factory=True, workers=workers, **options)
     bound = config.bind_socket()
     sock = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
-    Multiprocess(config, sockets=[sock]).run()
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        print("error: a worker could not load the model (its error is above); stopped", file=sys.stderr)
+        return 1
+    return 0
 
 
 def app_from_env() -> FastAPI:
-    """The app for the model named by $DIGITS_MODEL: what `--workers` processes start."""
-    return create_app(os.environ[MODEL_ENV], threads=int(os.environ.get(THREADS_ENV, 0)) or None)
+    """The app described by $DIGITS_SERVE: what `--workers` processes start. Loads the model right away,
+    so a failure is one line and uvicorn's startup-failure exit code, which stops the other workers."""
+    options = json.loads(os.environ[OPTIONS_ENV])
+    _memory_back_to_the_os()
+    try:
+        predictor = load_predictor(options["model_path"], options.pop("threads"))
+        return create_app(predictor=predictor, **options)
+    except DigitsError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

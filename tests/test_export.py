@@ -240,6 +240,8 @@ def test_workers_get_a_listening_socket_marked_tcp(monkeypatch):
     seen = []
 
     class Capture:
+        processes = ()  # none started, so none failed
+
         def __init__(self, config, sockets):
             seen.append((config, sockets))
 

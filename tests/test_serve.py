@@ -244,7 +244,7 @@ def test_bad_batch_item_names_its_index(client, digits):
     items = [{"pixels": digits[0][0].tolist()}, {"pixels": [0.0] * 784}]
     assert _detail(client.post("/api/predict/batch", json={"items": items}), 422).startswith("items[1]: ")
     assert "items is empty" in _detail(client.post("/api/predict/batch", json={"items": []}), 422)
-    assert "body.items: Field required" in _detail(client.post("/api/predict/batch", json={}), 422)
+    assert "items: Field required" in _detail(client.post("/api/predict/batch", json={}), 422)
 
 
 def test_oversized_body_is_413_by_content_length(client):
