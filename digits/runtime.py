@@ -61,7 +61,7 @@ class Predictor(ABC):
             return np.zeros((0, NUM_CLASSES), np.float32)
         probabilities = self._predict(np.ascontiguousarray(images.reshape(len(images), SIDE, SIDE, 1)))
         if not np.isfinite(probabilities).all():  # never a NaN in a response (JSON has no NaN)
-            raise BadOutput(f"{self.path.name}: the model answered NaN or infinite values")
+            raise BadOutput("the model answered NaN or infinite values")
         return probabilities
 
     @abstractmethod

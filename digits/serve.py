@@ -454,6 +454,17 @@ def create_app(
     app.add_middleware(LimitBody, max_bytes=max_body, timeout=body_timeout)
     app.add_middleware(Guard, allowed_hosts=allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The bodies are parsed by read_item/read_batch, so FastAPI does not list their schemas itself.
+        if app.openapi_schema is None:
+            spec = generate_openapi()
+            batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
+            spec["components"]["schemas"].update(batch.pop("$defs"), Batch=batch)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(BadInput)
     def bad_input(request: Request, e: BadInput) -> JSONResponse:

@@ -165,6 +165,15 @@ def _detail(response, status: int) -> str:
         ({"pixels": [0.5] * 783}, "shape (783,)"),
         ({"pixels": [[0.5] * 28] * 27 + [[0.5] * 3]}, "28x28 array or a flat list of 784"),
         ({"pixels": ["x"] * 784}, "must be numbers"),
+        ({"pixels": ["255"] + [0] * 783}, "pixels must be numbers, got the string '255' at pixels[0]"),
+        ({"pixels": [0] * 783 + [True]}, "got true at pixels[783]"),
+        (
+            {"pixels": [[0] * 28] * 3 + [[0] * 5 + [None] + [0] * 22] + [[0] * 28] * 24},
+            "got null at pixels[3][5]",
+        ),
+        ({"pixels": [[0] * 28] * 27 + [[0] * 27 + [{}]]}, "got an object at pixels[27][27]"),
+        ({"pixels": None}, "pixels: Input should be a valid list"),
+        ({"image": None, "pixels": [0.5] * 784}, "image: Input should be a valid string"),
         ({"pixels": [-1.0] + [0.0] * 783}, "must lie in [0, 1] or 0..255, got -1..0"),
         ({"pixels": [300.0] + [0.0] * 783}, "got 0..300"),
         ({"pixels": [0.0] * 784}, "blank"),  # the empty canvas: no guess
