@@ -95,8 +95,8 @@ _ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.drawing c
 }
 CONTENT_ERRORS = (  # the 422s JSON Schema cannot rule out: said in the docs of each operation
     "A schema-valid body can still get a 422 for its content: base64 that does not decode, bytes that are "
-    "not an image Pillow reads or a damaged one, more than the pixel limit, or a blank picture (no ink "
-    "stands out, so there is no digit to guess)."
+    "not an image Pillow reads or a damaged one, smaller than 2x2 or over the pixel limit, or a blank "
+    "picture (no ink stands out, so there is no digit to guess)."
 )
 
 
@@ -450,7 +450,7 @@ def create_app(
 
     app = FastAPI(title="digits", summary="Handwritten digit recognition (MNIST CNN)", lifespan=lifespan)
     app.router.redirect_slashes = False  # its redirects name the request's Host: no redirect at all
-    app.state.predictor = None
+    app.state.predictor = predictor  # ready at once if given (the lifespan sets it anyway)
     app.add_middleware(LimitBody, max_bytes=max_body, timeout=body_timeout)
     app.add_middleware(Guard, allowed_hosts=allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

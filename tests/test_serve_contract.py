@@ -1,0 +1,62 @@
+"""The published API contract, checked by schemathesis against /openapi.json, in-process (ASGI).
+
+Seeded and bounded (at most 100 generated requests per operation, positive and negative): every answer
+must be documented (status, content type, body schema), schema-invalid requests must be refused, and a
+schema-valid request may only be refused for what each operation documents that JSON Schema cannot
+express: a picture that does not decode, is too big, or is blank.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from digits.runtime import load_predictor
+from digits.serve import create_app
+
+# What a 422 for a schema-valid body may say (digits.drawing and digits.serve word them so).
+CONTENT_ERRORS = re.compile(
+    r"not valid base64|image is empty|not an image Pillow can read|damaged image|more than \d+ pixels|"
+    r"the picture is blank|image must be a base64 data URL|picture at least 2x2"
+)
+
+
+# The schema is read at collection (no model needed for /openapi.json); the model is loaded for the test.
+app = create_app(Path(__file__).parent / "fixtures" / "model-small.keras")
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", app, config=schemathesis.config.SchemathesisConfig.from_dict({"seed": 20261202})
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_loaded(small_model_path):
+    app.state.predictor = load_predictor(small_model_path)
+    yield
+    app.state.predictor = None
+
+
+@schemathesis.check
+def only_content_errors_refuse_valid_data(ctx, response, case) -> None:
+    """Schema-valid data is answered 2xx, or 422 naming a documented content error."""
+    if case.meta is None or not case.meta.generation.mode.is_positive or response.status_code < 400:
+        return
+    detail = response.json().get("detail", "")
+    assert response.status_code == 422 and CONTENT_ERRORS.search(detail), (
+        f"schema-valid request refused: {response.status_code} {detail!r}"
+    )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+def test_the_api_keeps_its_published_contract(case):
+    case.call_and_validate(
+        excluded_checks=[positive_data_acceptance], additional_checks=[only_content_errors_refuse_valid_data]
+    )
