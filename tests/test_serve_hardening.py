@@ -219,3 +219,22 @@ def test_openapi_documents_the_real_error_model_and_working_examples(client):
     for body in ({"image": EXAMPLE_IMAGE}, {"pixels": EXAMPLE_PIXELS}):
         r = client.post("/api/predict", json=body)
         assert r.status_code == 200 and r.json()["digit"] == 1, r.text
+
+
+def test_workers_that_fail_to_start_make_the_cli_exit_non_zero(monkeypatch, capsys):
+    import uvicorn.supervisors
+
+    class FailedWorker:
+        exitcode = STARTUP_FAILURE
+
+    class Supervisor:  # what uvicorn's Multiprocess leaves behind when a worker could not start
+        def __init__(self, config, sockets):
+            self.processes = [FailedWorker(), FailedWorker()]
+            sockets[0].close()
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    assert digits.serve._run_workers(2, {"host": "127.0.0.1", "port": 0, "access_log": False}) == 1
+    assert capsys.readouterr().err.startswith("error: a worker could not load the model")
