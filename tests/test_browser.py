@@ -133,6 +133,39 @@ def test_uploaded_mnist_digit_is_recognised(page, tiny_mnist_dir, tmp_path):
     assert sum(percentages(page).values()) == pytest.approx(100, abs=0.6)
 
 
+def test_a_photo_over_the_body_limit_is_shrunk_in_the_browser(page, tmp_path):
+    """A 3000x3000 noisy photo of a "7" (4 MB as PNG, over the 2 MiB limit) is sent shrunk, and recognised."""
+    rng = np.random.default_rng(0)
+    photo = 200 + rng.normal(0, 6, (3000, 3000, 3))
+    photo[700:950, 700:2300] = 30  # the bar of the 7
+    for row in range(950, 2500, 10):  # its stem, leaning left
+        x = 2300 - (row - 950) * 800 // 1550
+        photo[row : row + 10, x - 240 : x] = 30
+    path = tmp_path / "photo.png"
+    path.write_bytes(png(photo.clip(0, 255).astype(np.uint8)))
+    assert path.stat().st_size > 2 * 1024 * 1024
+    sizes = []
+    page.on("request", lambda r: sizes.append(len(r.post_data_buffer or b"")) if "/api/" in r.url else None)
+    page.set_input_files("#upload", str(path))
+    expect(page.locator("#status")).to_contain_text("model", timeout=20_000)  # answered, or the error shown
+    expect(page.locator("#digit")).to_have_text("7")
+    assert sizes and max(sizes) < 2 * 1024 * 1024
+
+
+def test_the_page_runs_under_its_content_security_policy(browser, server_url):
+    page = browser.new_page()
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        response = page.goto(server_url)
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        draw(page, [(0.5, 0.15), (0.5, 0.85)])
+        expect(page.locator("#digit")).to_have_text("1")
+        assert violations == []
+    finally:
+        page.close()
+
+
 def test_phone_viewport_fits_and_touch_draws(browser, server_url):
     phone = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
     try:

@@ -10,6 +10,7 @@ const barsEl = document.getElementById("bars");
 
 const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
 const DEBOUNCE_MS = 150;
+const UPLOAD_SIDE = 1024; // px: bigger uploads are shrunk here first (phone photos exceed the 2 MiB limit)
 
 let drawing = false; // a pointer is down
 let hasInk = false; // something was drawn since the last Clear: an empty canvas is never sent
@@ -154,6 +155,31 @@ document.getElementById("clear").addEventListener("click", () => {
   setStatus("Draw with a mouse, pen or finger.");
 });
 
+// The picture at most UPLOAD_SIDE pixels a side, as a PNG (keeps transparency) or, if that is big, a JPEG;
+// the file itself if it is small already or the browser cannot decode it (the server then says why).
+async function shrunk(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file); // applies the EXIF orientation
+  } catch {
+    return file;
+  }
+  const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && file.size <= 1024 * 1024) {
+    bitmap.close();
+    return file;
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  const encode = (type, quality) => new Promise((resolve) => canvas.toBlob(resolve, type, quality));
+  const png = await encode("image/png");
+  // A noisy photo is megabytes as PNG: JPEG then (no transparency in a photo to lose).
+  return png && png.size <= 1024 * 1024 ? png : (await encode("image/jpeg", 0.9)) || file;
+}
+
 document.getElementById("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
@@ -161,9 +187,9 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   clearTimeout(timer);
   hasInk = false;
   resetPad();
-  const form = new FormData();
-  form.append("file", file);
   setStatus(`reading ${file.name} ...`);
+  const form = new FormData();
+  form.append("file", await shrunk(file), file.name);
   await send(form);
   event.target.value = ""; // choosing the same file again fires another change
 });
