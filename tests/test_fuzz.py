@@ -338,3 +338,26 @@ def test_lone_surrogates_in_json_are_422(client):
         for path in (PREDICT, BATCH):
             r = client.post(path, content=body, headers={"content-type": "application/json"})
             assert r.status_code == 422 and isinstance(r.json()["detail"], str), (path, body, r.text)
+
+
+def _big_but_legal() -> dict[str, bytes]:
+    """Five pictures at the size limit in the modes that take other paths through the decoder."""
+    ink = Image.new("L", (4096, 4096))
+    ink.paste(255, (1800, 600, 2300, 3500))  # a "1"
+    palette = ink.convert("P")
+    palette.info["transparency"] = 0
+    sixteen = Image.fromarray((np.asarray(ink, dtype=np.uint16) * 257).astype("<u2"))
+    return {
+        "RGBA": encode(Image.merge("RGBA", [Image.new("L", ink.size, 255)] * 3 + [ink])),
+        "1-bit": encode(ink.convert("1")),
+        "P+transparency": encode(palette, transparency=0),
+        "16-bit": encode(sixteen),
+        "CMYK JPEG": encode(Image.merge("CMYK", [ink] * 4).resize((4032, 3024)), "JPEG"),
+    }
+
+
+def test_big_but_legal_pictures_are_answered(client):
+    for mode, data in _big_but_legal().items():
+        r = client.post(PREDICT, files={"file": ("big", data, "application/octet-stream")})
+        assert problem(r, {"mode": mode}) is None
+        assert r.status_code == 200 and r.json()["digit"] == 1, (mode, r.text)
