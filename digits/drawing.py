@@ -38,10 +38,10 @@ def open_image(data: bytes) -> Image.Image:
 
     Cheap, so a request can add up its pictures' pixels before decoding any (digits.serve does).
     """
-    if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
-        # Pillow reads a BMP's signed width as unsigned, so a negative one looks like 4 billion pixels.
-        if int.from_bytes(data[18:22], "little", signed=True) <= 0:
-            raise BadInput("damaged image: the BMP header gives a width of zero or less")
+    # Pillow reads a BMP's signed width as unsigned, so a negative one looks like 4 billion pixels.
+    bmp = data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40
+    if bmp and int.from_bytes(data[18:22], "little", signed=True) <= 0:
+        raise BadInput("damaged image: the BMP header gives a width of zero or less")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
