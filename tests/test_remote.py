@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_repo import git_commit, run
+from pipeline_repo import GIT_USER, git_commit, run
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +103,35 @@ def test_pull_from_an_empty_remote_fails_loudly(
     assert "Missing cache files" in out, out
     assert not (clone / "models/model.keras").exists()
     assert run(clone, "git", "status", "--porcelain") == ""  # the committed config is untouched
+
+
+def test_artifacts_get_fetches_a_tagged_model_without_training(
+    repo: Path, pushed: str, home: dict[str, str], tmp_path: Path
+) -> None:
+    # Another project takes the model from the repo's remote by name: no clone to set up, no stage run.
+    for name in ["digits-cnn", "digits-tflite"]:  # annotated: DVC ignores lightweight tags
+        run(repo, "git", *GIT_USER, "tag", "-a", f"{name}@v1.0.0", "-m", f"{name} v1.0.0")
+    for name, path in [("digits-cnn", "models/model.keras"), ("digits-tflite", "models/model.tflite")]:
+        consumer = tmp_path / name
+        consumer.mkdir()
+        run(consumer, "dvc", "artifacts", "get", str(repo), name, env=home)
+        got = consumer / Path(path).name  # named like the file in the repo
+        assert got.read_bytes() == (repo / path).read_bytes(), name
+    pinned = tmp_path / "pinned.keras"
+    run(
+        tmp_path,
+        "dvc",
+        "artifacts",
+        "get",
+        str(repo),
+        "digits-cnn",
+        "--rev",
+        "v1.0.0",
+        "-o",
+        str(pinned),
+        env=home,
+    )
+    assert pinned.read_bytes() == (repo / "models/model.keras").read_bytes()
+    wrong = run(tmp_path, "dvc", "artifacts", "get", str(repo), "digits-cnm", env=home, fail=True)
+    assert "digits-cnm" in wrong, wrong
+    assert not (tmp_path / "model.keras").exists()
