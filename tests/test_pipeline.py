@@ -185,4 +185,4 @@ def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
     finally:
         obj.write_bytes(good)
         run(repo, "dvc", "checkout", "-f")
-    assert "up to date" in run(repo, "dvc", "status")
+    assert "up to date" in run(repo, "dvc", "status", "fetch", "preprocess")
