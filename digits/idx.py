@@ -72,8 +72,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 def read_fetched(raw_dir: str | Path, name: str) -> np.ndarray:
     """Read one of fetch's IDX files after checking it against the sha256 fetch recorded in manifest.json.
 
-    DVC restores whatever bytes its cache holds and `dvc status` does not rehash them, so without this a
-    damaged cache object would reach the model unnoticed.
+    `dvc checkout` restores whatever bytes its cache holds, so without this a damaged cache object would
+    reach the model unnoticed.
     """
     raw_dir = Path(raw_dir)
     path, manifest = raw_dir / name, raw_dir / MANIFEST
