@@ -39,8 +39,8 @@ format: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots
 
-# The web app on http://127.0.0.1:8000: drawing page at /, API docs at /docs. Serves models/model.tflite
-# (LiteRT, no TensorFlow; the export stage's) if it exists, else models/model.keras.
+# The web app on http://127.0.0.1:8000: drawing page at /, API docs at /docs. Serves models/serving
+# (the export stage's bundle: LiteRT, no TensorFlow) if it exists, else models/model.keras.
 .PHONY: serve
 serve: setup
 	python -m digits.serve

@@ -1,6 +1,7 @@
 """Inference runtimes compared on the MNIST test set: latency, throughput, start-up, memory and parity.
 
-    python benchmarks/inference.py [--keras models/model.keras] [--tflite models/model.tflite] [--repeat 3]
+    python benchmarks/inference.py [--keras models/model.keras] [--tflite models/serving/model.tflite]
+        [--repeat 3]
 
 Runtimes, each measured in a fresh process (so import time and memory are its own):
   keras-eager   model(x, training=False) on the .keras file

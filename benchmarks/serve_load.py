@@ -44,7 +44,8 @@ from digits.serve import MAX_BODY, MAX_ITEMS, MAX_REQUEST_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = tuple(
-    ROOT / p for p in ("models/model.tflite", "models/model.keras", "tests/fixtures/model-small.keras")
+    ROOT / p
+    for p in ("models/serving/model.tflite", "models/model.keras", "tests/fixtures/model-small.keras")
 )
 MNIST_TEST = ROOT / "tests" / "fixtures" / "mnist-tiny"
 CANVAS = 280  # px, the drawing page's canvas

@@ -1,7 +1,12 @@
 """Run the trained classifier for serving: LiteRT on an exported .tflite file, or Keras on a .keras file.
 
-    predictor = load_predictor("models/model.tflite")  # or models/model.keras; the suffix picks the runtime
+    predictor = load_predictor("models/serving")  # or a .tflite or .keras file; the suffix picks the runtime
     probabilities = predictor(images)  # (n, 28, 28) float32 in [0, 1] -> (n, 10)
+
+The serving bundle (the export stage's models/serving/) is a folder: model.tflite plus model.json, its
+metadata (the file's sha256, the number of classes, the probabilities it must give on fixed probe pictures).
+A .tflite file with a model.json beside it is checked against both before it serves: a damaged or swapped
+file is refused, not served.
 
 The LiteRT runtime (`ai-edge-litert`) imports no TensorFlow, so a server on a .tflite file starts several
 times faster, holds a fraction of the memory, and answers one image about ten times faster than the
@@ -14,6 +19,7 @@ builds a dataset per call), and are safe to call from FastAPI's thread pool.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -25,6 +31,23 @@ from digits import DigitsError
 from digits.shapes import NUM_CLASSES, SIDE
 
 SUFFIXES = (".tflite", ".keras")
+BUNDLE_MODEL, BUNDLE_META = "model.tflite", "model.json"  # the serving bundle's files
+PROBES = 64  # synthetic pictures whose outputs the bundle records
+PROBE_TOLERANCE = 1e-4  # largest |probability difference| from the recorded probe outputs
+
+
+def probe_images(n: int = PROBES, seed: int = 0) -> np.ndarray:
+    """Deterministic (n, 28, 28) float32 pictures in [0, 1]: blank, full, and mostly dark noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, SIDE, SIDE), dtype=np.float32) ** 4  # MNIST-like: mostly near 0, some ink
+    images[0], images[1] = 0, 1
+    return images
+
+
+def model_file(path: str | Path) -> Path:
+    """The file to load for a model path: a serving bundle folder means the .tflite file inside it."""
+    path = Path(path)
+    return path / BUNDLE_MODEL if path.is_dir() else path
 
 
 class BadOutput(DigitsError):
@@ -150,6 +173,7 @@ class LiteRTPredictor(Predictor):
         """
         data = path.read_bytes()
         super().__init__(path, data)
+        probes = _bundle_probes(path, data)  # before loading: a damaged file is named as such
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -175,9 +199,44 @@ class LiteRTPredictor(Predictor):
             raise DigitsError(f"{path}: expected a float32 (28, 28, 1) -> 10 classifier, got {shapes}")
         self.warm_up()  # the single-image interpreter
         self.warm_up(batch=2)  # and the batch one
+        if probes is not None:
+            difference = float(np.abs(self(probe_images()) - probes).max())
+            if not difference <= PROBE_TOLERANCE:
+                raise DigitsError(
+                    f"{path}: answers the probe pictures {difference:.2g} away from what "
+                    f"{path.parent / BUNDLE_META} recorded (allowed {PROBE_TOLERANCE:g}); {_BUNDLE_FIX}"
+                )
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         return (self._single if len(images) == 1 else self._batch).run(images)
+
+
+_BUNDLE_FIX = "export it again (`dvc repro export`) or restore it (`dvc checkout models/serving`)"
+
+
+def _bundle_probes(path: Path, data: bytes) -> np.ndarray | None:
+    """With a model.json beside the file: check the file's sha256 against it, return the probe outputs."""
+    meta_path = path.parent / BUNDLE_META
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        expected = meta["files"][path.name]["sha256"]
+        probes = np.asarray(meta["probes"]["probabilities"], dtype=np.float32)
+        classes = int(meta["classes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DigitsError(
+            f"{meta_path}: not serving bundle metadata for {path.name} ({type(e).__name__}: {e})"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise DigitsError(
+            f"{path}: sha256 {digest[:16]}… is not the {expected[:16]}… in {meta_path}: the file is damaged "
+            f"or was replaced; {_BUNDLE_FIX}"
+        )
+    if classes != NUM_CLASSES or probes.shape != (PROBES, NUM_CLASSES):
+        raise DigitsError(f"{meta_path}: {classes} classes, probes of shape {probes.shape}; expected 10")
+    return probes
 
 
 def _cpus(cap: int = 4) -> int:
@@ -189,8 +248,9 @@ def _cpus(cap: int = 4) -> int:
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    """The runtime for the model file: LiteRT for .tflite (`threads` for its kernels), Keras for .keras."""
-    path = Path(path)
+    """The runtime for the model: LiteRT for a .tflite file or a serving bundle folder (`threads` for its
+    kernels), Keras for .keras."""
+    path = model_file(path)
     if not path.is_file():
         raise DigitsError(
             f"{path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"

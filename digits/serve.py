@@ -1,6 +1,6 @@
 """The web app: a drawing page at `/`, a JSON API for single and batch prediction, health and readiness.
 
-    python -m digits.serve --model models/model.tflite --host 127.0.0.1 --port 8000
+    python -m digits.serve --model models/serving --host 127.0.0.1 --port 8000
 
 A .tflite model (the export stage's) runs on LiteRT and the server never imports TensorFlow; a .keras model
 runs through a tf.function (digits.runtime has both).
@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digits import DigitsError
 from digits.drawing import MAX_PIXELS, BadInput, decode_image, mnistify, open_image, prepare_pixels
-from digits.runtime import SUFFIXES, BadOutput, Predictor, load_predictor
+from digits.runtime import SUFFIXES, BadOutput, Predictor, load_predictor, model_file
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes; a 280x280 canvas PNG is 1-5 KB, a phone photo JPEG 1-2 MB
@@ -52,7 +52,7 @@ DECODE_SLOTS = 4  # pictures decoded at once (each up to ~70 MB while it decodes
 QUEUE_TIMEOUT = 5.0  # ... this many seconds for a slot, then get a 503 with Retry-After
 BODY_TIMEOUT = 20.0  # seconds for the whole body to arrive (2 MiB at 1 Mbit/s takes 17 s)
 HEADER_TIMEOUT = 10.0  # seconds for the request line and headers to arrive
-DEFAULT_MODELS = (Path("models/model.tflite"), Path("models/model.keras"))  # the first that exists
+DEFAULT_MODELS = (Path("models/serving/model.tflite"), Path("models/model.keras"))  # the first that exists
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEADER_TIMEOUT_ENV = "DIGITS_HEADER_TIMEOUT"  # read by HeaderTimeoutProtocol, in every worker process
 OPTIONS_ENV = "DIGITS_SERVE"  # create_app's arguments (JSON) for the --workers processes
@@ -433,7 +433,7 @@ def create_app(
     CLI loads it first, so a bad model file is one line of error, not a traceback). `allowed_hosts`: the
     Host header names served (None: any).
     """
-    model_path = Path(model_path)
+    model_path = model_file(model_path)
     if not model_path.is_file():
         raise DigitsError(
             f"{model_path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"
@@ -625,8 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         type=Path,
-        help="a .tflite file (LiteRT, no TensorFlow) or a .keras file (default: models/model.tflite if it "
-        "exists, else models/model.keras)",
+        help="the export stage's serving bundle folder or a .tflite file (LiteRT, no TensorFlow; a .tflite "
+        "beside a model.json is checked against it), or a .keras file (default: models/serving if it exists, "
+        "else models/model.keras)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
@@ -676,7 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("timeout_keep_alive", "header_timeout", "body_timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    model = args.model or next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
+    model = (
+        model_file(args.model)
+        if args.model
+        else next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
+    )
     hosts = [h.strip() for h in args.allowed_hosts.split(",")] if args.allowed_hosts else None
     if hosts is None and args.host not in LOOPBACK_HOSTS:
         print(

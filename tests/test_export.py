@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,10 +17,10 @@ from fastapi.testclient import TestClient
 from helpers import ROOT, free_port
 
 from digits import DigitsError
-from digits.export import TOLERANCE, export_tflite
+from digits.export import TOLERANCE, export_bundle, export_tflite
 from digits.idx import read_idx
 from digits.models import load_model
-from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor
+from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor, probe_images
 from digits.serve import create_app, main
 from digits.shapes import to_model_input
 
@@ -31,6 +32,12 @@ def tflite_path(small_model_path, tmp_path_factory) -> Path:
     assert result.path == out and result.size == out.stat().st_size > 10_000
     assert result.max_difference <= TOLERANCE
     return out
+
+
+@pytest.fixture(scope="module")
+def bundle(small_model_path, tmp_path_factory) -> Path:
+    """The export stage's serving bundle for the small model: serving/{model.tflite,model.json}."""
+    return export_bundle(small_model_path, tmp_path_factory.mktemp("bundle") / "serving").path.parent
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +118,57 @@ def test_export_is_byte_identical_when_rerun(small_model_path, tflite_path, tmp_
     assert again.read_bytes() == tflite_path.read_bytes()
 
 
+def test_bundle_describes_its_model_and_is_byte_identical_when_rerun(small_model_path, bundle, tmp_path):
+    assert sorted(p.name for p in bundle.iterdir()) == ["model.json", "model.tflite"]
+    meta = json.loads((bundle / "model.json").read_text())
+    tflite = (bundle / "model.tflite").read_bytes()
+    assert meta["classes"] == 10
+    assert meta["files"]["model.tflite"] == {
+        "sha256": hashlib.sha256(tflite).hexdigest(),
+        "bytes": len(tflite),
+    }
+    assert (
+        meta["source"]["model-small.keras"]["sha256"]
+        == hashlib.sha256(small_model_path.read_bytes()).hexdigest()
+    )
+    probes = np.array(meta["probes"]["probabilities"])
+    np.testing.assert_allclose(probes, LiteRTPredictor(bundle / "model.tflite")(probe_images()), atol=1e-6)
+    again = export_bundle(small_model_path, tmp_path / "serving").path.parent
+    for name in ["model.json", "model.tflite"]:
+        assert (again / name).read_bytes() == (bundle / name).read_bytes(), name
+    export_bundle(small_model_path, again)  # over an existing bundle: replaced whole, nothing left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]
+
+
+def test_bundle_folder_serves_and_a_damaged_or_swapped_file_is_refused(bundle, tflite_path, tmp_path, capsys):
+    assert load_predictor(bundle).sha == sha(bundle / "model.tflite")  # the folder means its .tflite
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.json").write_bytes((bundle / "model.json").read_bytes())
+    data = bytearray((bundle / "model.tflite").read_bytes())
+    data[-100] ^= 0xFF
+    (damaged / "model.tflite").write_bytes(data)
+    with pytest.raises(DigitsError, match=r"model.tflite: sha256 .* is not the .* damaged or was replaced"):
+        load_predictor(damaged)
+    assert main(["--model", str(damaged)]) == 1  # the server refuses to start, in one line
+    assert "damaged or was replaced" in capsys.readouterr().err
+    # The right hash for other bytes: still refused, by the probe pictures' answers.
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["files"]["model.tflite"]["sha256"] = hashlib.sha256(tflite_path.read_bytes()).hexdigest()
+    meta["probes"]["probabilities"] = (np.array(meta["probes"]["probabilities"])[::-1]).tolist()
+    (damaged / "model.tflite").write_bytes(tflite_path.read_bytes())
+    (damaged / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DigitsError, match=r"answers the probe pictures .* away from what .*model.json recorded"
+    ):
+        load_predictor(damaged / "model.tflite")
+    (damaged / "model.json").write_text("{}")
+    with pytest.raises(
+        DigitsError, match=r"model.json: not serving bundle metadata for model.tflite \(KeyError"
+    ):
+        load_predictor(damaged)
+
+
 def test_export_that_fails_the_check_writes_nothing(small_model_path, tmp_path, monkeypatch):
     import digits.export
 
@@ -152,7 +210,7 @@ def test_serve_app_runs_the_tflite_model(tflite_path, test_digits):
         assert [r["digit"] for r in batch.json()["results"]] == labels[:3].tolist()
 
 
-def test_cli_serves_the_tflite_export_by_default(tflite_path, small_model_path, tmp_path, monkeypatch):
+def test_cli_serves_the_bundle_by_default(bundle, small_model_path, tmp_path, monkeypatch):
     import uvicorn
 
     served = []
@@ -160,11 +218,11 @@ def test_cli_serves_the_tflite_export_by_default(tflite_path, small_model_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models/model.keras").write_bytes(small_model_path.read_bytes())
-    (tmp_path / "models/model.tflite").write_bytes(tflite_path.read_bytes())
+    shutil.copytree(bundle, tmp_path / "models/serving")
     assert main([]) == 0
     with TestClient(served[0]) as client:
-        assert client.get("/ready").json()["model"] == sha(tflite_path)
-    (tmp_path / "models/model.tflite").unlink()
+        assert client.get("/ready").json()["model"] == sha(bundle / "model.tflite")
+    shutil.rmtree(tmp_path / "models/serving")
     assert main([]) == 0  # no export: the .keras file
     with TestClient(served[1]) as client:
         assert client.get("/ready").json()["model"] == sha(small_model_path)

@@ -109,29 +109,20 @@ def test_artifacts_get_fetches_a_tagged_model_without_training(
     repo: Path, pushed: str, home: dict[str, str], tmp_path: Path
 ) -> None:
     # Another project takes the model from the repo's remote by name: no clone to set up, no stage run.
-    for name in ["digits-cnn", "digits-tflite"]:  # annotated: DVC ignores lightweight tags
+    for name in ["digits-cnn", "digits-serving"]:  # annotated: DVC ignores lightweight tags
         run(repo, "git", *GIT_USER, "tag", "-a", f"{name}@v1.0.0", "-m", f"{name} v1.0.0")
-    for name, path in [("digits-cnn", "models/model.keras"), ("digits-tflite", "models/model.tflite")]:
-        consumer = tmp_path / name
-        consumer.mkdir()
-        run(consumer, "dvc", "artifacts", "get", str(repo), name, env=home)
-        got = consumer / Path(path).name  # named like the file in the repo
-        assert got.read_bytes() == (repo / path).read_bytes(), name
+    for name in ["digits-cnn", "digits-serving"]:
+        (tmp_path / name).mkdir()
+        run(tmp_path / name, "dvc", "artifacts", "get", str(repo), name, env=home)
+    # Named like the file or folder in the repo.
+    assert (tmp_path / "digits-cnn/model.keras").read_bytes() == (repo / "models/model.keras").read_bytes()
+    bundle = {p.name: p.read_bytes() for p in (tmp_path / "digits-serving/serving").iterdir()}
+    assert sorted(bundle) == ["model.json", "model.tflite"]
+    assert bundle == {p.name: p.read_bytes() for p in (repo / "models/serving").iterdir()}
     pinned = tmp_path / "pinned.keras"
-    run(
-        tmp_path,
-        "dvc",
-        "artifacts",
-        "get",
-        str(repo),
-        "digits-cnn",
-        "--rev",
-        "v1.0.0",
-        "-o",
-        str(pinned),
-        env=home,
-    )
+    get = ["dvc", "artifacts", "get", str(repo)]
+    run(tmp_path, *get, "digits-cnn", "--rev", "v1.0.0", "-o", str(pinned), env=home)
     assert pinned.read_bytes() == (repo / "models/model.keras").read_bytes()
-    wrong = run(tmp_path, "dvc", "artifacts", "get", str(repo), "digits-cnm", env=home, fail=True)
+    wrong = run(tmp_path, *get, "digits-cnm", env=home, fail=True)
     assert "digits-cnm" in wrong, wrong
     assert not (tmp_path / "model.keras").exists()
