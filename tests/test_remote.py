@@ -7,6 +7,7 @@ needs no remote setup at all, as for a user after `make run`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,48 @@ def test_artifacts_get_fetches_a_tagged_model_without_training(
     wrong = run(tmp_path, *get, "digits-cnm", env=home, fail=True)
     assert "digits-cnm" in wrong, wrong
     assert not (tmp_path / "model.keras").exists()
+
+
+def test_experiments_and_run_cache_travel_between_clones(
+    repo: Path, pushed: str, home: dict[str, str], tmp_path: Path
+) -> None:
+    # A team: one bare git remote and one DVC remote (the default one under HOME), two clones.
+    origin = tmp_path / "origin.git"
+    run(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    run(repo, "git", "remote", "add", "origin", str(origin))
+    run(repo, "git", "push", "-q", "origin", "HEAD:refs/heads/main")
+    b = tmp_path / "b"
+    run(tmp_path, "git", "clone", "-q", "-b", "main", str(origin), str(b))
+    for key, value in [("user.name", "b"), ("user.email", "b@example.org")]:  # dvc exp apply commits
+        run(b, "git", "config", key, value)
+    run(b, "dvc", "pull", env=home)
+    try:
+        # A trains an ensemble member and shares its run cache; B then gets it without training.
+        run(repo, "dvc", "exp", "run", "-S", "ensemble.seeds=[9]", "-n", "member-nine", env=home)
+        run(repo, "dvc", "push", "--run-cache", env=home)
+        run(b, "dvc", "pull", "--run-cache", env=home)  # the run records; --pull fetches their outputs
+        out = run(b, "dvc", "exp", "run", "--pull", "-S", "ensemble.seeds=[9]", env=home)
+        assert "Stage 'member@9' is cached - skipping run" in out, out
+        assert "Running stage 'member@9'" not in out, out
+        for clone in (repo, b):
+            run(clone, "git", "reset", "-q", "--hard")
+            run(clone, "dvc", "checkout", "-f", env=home)
+
+        # A runs an experiment and pushes it; B pulls it, sees its params and metrics, applies it and gets
+        # its model from the DVC remote, with nothing to rerun.
+        run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs-a", env=home)
+        run(repo, "dvc", "exp", "push", "origin", "two-epochs-a", env=home)
+        run(b, "dvc", "exp", "pull", "origin", "two-epochs-a", env=home)
+        shown = json.loads(run(b, "dvc", "exp", "show", "--json", env=home))
+        exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) if e.get("name")}
+        data = exps["two-epochs-a"]["revs"][0]["data"]
+        assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
+        train = data["metrics"]["metrics/train.json"]["data"]
+        assert train["epochs_run"] == 2 == json.loads((repo / "metrics/train.json").read_text())["epochs_run"]
+        run(b, "dvc", "exp", "apply", "two-epochs-a", env=home)
+        run(b, "dvc", "pull", env=home)
+        assert (b / "models/model.keras").read_bytes() == (repo / "models/model.keras").read_bytes()
+        assert "Running stage" not in run(b, "dvc", "repro", env=home)
+    finally:
+        run(repo, "git", "reset", "-q", "--hard")
+        run(repo, "dvc", "checkout", "-f", env=home)
