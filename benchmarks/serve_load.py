@@ -531,28 +531,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         parser.error(f"{args.model}: no such model file")
 
-    if args.worst:
-        try:
-            rows = worst_cases(args)
-        except (ServerDied, TimeoutError) as e:
-            log(f"error: {e}")
-            return 1
-        print_worst(rows)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
-        return 0
     try:
-        results, summary = benchmark(args)
+        if args.worst:
+            report, failed = worst_cases(args), False
+            print_worst(report)
+        else:
+            results, report = benchmark(args)
+            failed = bool(results.errors)
+            print_report(report)
     except (ServerDied, TimeoutError) as e:
         log(f"error: {e}")
         return 1
-    print_report(summary)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
         log(f"wrote {args.json}")
-    return 1 if results.errors else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-"""Helpers shared by the test modules: the repo root, image bytes, data URLs and loopback ports."""
+"""Helpers shared by the test modules: repo root, image bytes, data URLs, loopback ports, a real server."""
 
 from __future__ import annotations
 
 import base64
 import io
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -43,3 +49,29 @@ def free_port() -> int:
     """A loopback port that was free a moment ago (bound, then released), for a server started by number."""
     with bound_socket() as sock:
         return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(model: Path, log: Path, *options: str) -> Iterator[tuple[int, str]]:
+    """`python -m digits.serve` as a subprocess on a free loopback port, once /ready says 200: (pid, URL).
+
+    Its output goes to `log`; `options` are more CLI flags (the access log is always off).
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "digits.serve", "--model", str(model), "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen([*command, "--no-access-log", *options], cwd=ROOT, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield server.pid, url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -7,14 +7,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ROOT, free_port
+from helpers import ROOT, serve
 
 from digits import DigitsError
 from digits.export import TOLERANCE, export_bundle, export_tflite
@@ -259,30 +258,13 @@ def test_serving_a_tflite_model_never_imports_tensorflow(tflite_path, tiny_mnist
 
 
 def test_cli_with_two_workers_and_no_access_log(tflite_path, tiny_mnist_dir, tmp_path):
-    port = free_port()
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "digits.serve", "--model", str(tflite_path), "--port", str(port)]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [*command, "--workers", "2", "--no-access-log"], cwd=ROOT, stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with serve(tflite_path, log, "--workers", "2") as (_, url):
         pixels = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")[:8]
         labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")[:8]
         for x, label in zip(pixels, labels, strict=True):
-            answer = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"pixels": x.tolist()})
+            answer = httpx.post(f"{url}/api/predict", json={"pixels": x.tolist()})
             assert answer.status_code == 200 and answer.json()["digit"] == label
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     text = log.read_text()
     assert text.count("Started server process") == 2, text  # two worker processes
     assert "with 2 worker(s)" in text and "POST /api/predict" not in text, text  # no access log

@@ -10,15 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from helpers import ROOT, data_url, encode, free_port
+from helpers import ROOT, data_url, encode, free_port, serve
 from PIL import Image, ImageDraw
 
 from digits.export import export_tflite
@@ -29,29 +27,6 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def tflite(small_model_path, tmp_path_factory) -> Path:
     return export_tflite(small_model_path, tmp_path_factory.mktemp("limits") / "model.tflite").path
-
-
-@contextmanager
-def serve(model: Path, log: Path, *options: str) -> Iterator[tuple[int, str]]:
-    """The server as a subprocess on a free loopback port, once /ready says 200: (pid, base URL)."""
-    port = free_port()
-    command = [sys.executable, "-m", "digits.serve", "--model", str(model), "--port", str(port)]
-    with log.open("wb") as out:
-        server = subprocess.Popen([*command, "--no-access-log", *options], cwd=ROOT, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield server.pid, url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def status(pid: int) -> dict[str, float]:
