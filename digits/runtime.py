@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError
+from digits.confidence import Calibration
 from digits.shapes import NUM_CLASSES, SIDE
 
 SUFFIXES = (".tflite", ".keras")
@@ -237,6 +238,28 @@ def _bundle_probes(path: Path, data: bytes) -> np.ndarray | None:
     if classes != NUM_CLASSES or probes.shape != (PROBES, NUM_CLASSES):
         raise DigitsError(f"{meta_path}: {classes} classes, probes of shape {probes.shape}; expected 10")
     return probes
+
+
+def bundle_calibration(path: str | Path) -> Calibration | None:
+    """The calibration (temperature, rejection threshold) in the model.json beside a .tflite file.
+
+    None for a .keras file, a .tflite without model.json, or a model.json without a "calibration" key (an
+    older bundle): the server then uses Calibration()'s defaults. Only that key is read here, so the rest of
+    the metadata can change without this caring; its sha256 and probes are checked by LiteRTPredictor.
+    """
+    path = model_file(path)
+    meta_path = path.parent / BUNDLE_META
+    if path.suffix != ".tflite" or not meta_path.is_file():
+        return None
+    try:
+        raw = json.loads(meta_path.read_text()).get("calibration")
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise TypeError(f"expected an object, got {type(raw).__name__}")
+        return Calibration.from_dict(raw)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise DigitsError(f"{meta_path}: bad calibration ({e}); {_BUNDLE_FIX}") from None
 
 
 def _cpus(cap: int = 4) -> int:
