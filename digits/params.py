@@ -102,6 +102,19 @@ class RobustnessParams(_Section):
     samples: Annotated[int, Field(ge=1)] = 10000  # test digits to corrupt (all of them if fewer)
 
 
+class FashionParams(_Section):
+    # Fashion-MNIST's test set, the open-set evaluation's pictures that are not digits. Tried in order.
+    sources: list[Literal["local", "mirrors"]] = Field(default=["local", "mirrors"], min_length=1)
+    local_dir: str = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts them
+    mirrors: list[str] = Field(
+        default=[
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+        ]
+    )
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
 class Params(_Section):
     fetch: FetchParams = FetchParams()
     preprocess: PreprocessParams = PreprocessParams()
@@ -111,6 +124,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     ensemble: EnsembleParams = EnsembleParams()
     robustness: RobustnessParams = RobustnessParams()
+    fashion: FashionParams = FashionParams()
 
     @model_validator(mode="after")
     def _members_differ_from_main(self) -> Params:

@@ -13,6 +13,7 @@ from helpers import ROOT
 
 STAGES = [
     "fetch",
+    "fashion",
     "preprocess",
     "augment",
     "train",
@@ -34,11 +35,15 @@ COPIED = [
     "models/members/.gitkeep",
 ]
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
+# The first 100 of Fashion-MNIST's test pictures (made by fixtures/make_fashion_tiny.py): the tiny repo reads
+# them instead of Debian's package, which a fresh machine lacks.
+TINY_FASHION_DIR = Path(__file__).parent / "fixtures" / "fashion-tiny"
 
 
 def tiny_params(tiny_mnist_dir: Path) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["fetch"].update(sources=["local"], local_dir=str(tiny_mnist_dir))
+    params["fashion"].update(sources=["local"], local_dir=str(TINY_FASHION_DIR))
     params["augment"].update(copies=2, preview=6)
     # No batch norm: its moving averages need far more than 50 steps to settle.
     params["model"].update(preset="seed", filters=[8, 16], dense=32)
