@@ -196,3 +196,15 @@ def fpr_at_tpr(digit_scores: np.ndarray, other_scores: np.ndarray, tpr: float = 
     """Share of non-digits still accepted at the threshold that accepts `tpr` of the digits."""
     threshold = choose_threshold(digit_scores, 1 - tpr)
     return float(np.mean(np.asarray(other_scores) >= threshold))
+
+
+def rejection_metrics(
+    digit_scores: np.ndarray, other_scores: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """How well a set of non-digits is told apart from the digits: the share rejected at the threshold,
+    AUROC, and the share still accepted at the threshold that accepts 95% of the digits."""
+    return {
+        "rejected": round(float(np.mean(np.asarray(other_scores) < threshold)), 5),
+        "auroc": round(auroc(digit_scores, other_scores), 5),
+        "fpr_at_95_tpr": round(fpr_at_tpr(digit_scores, other_scores, 0.95), 5),
+    }

@@ -258,3 +258,19 @@ def prepare_image(data: bytes) -> np.ndarray:
 def prepare_pixels(values: object) -> np.ndarray:
     """A raw 28x28 / 784 pixel array -> the model's (28, 28) input."""
     return mnistify(pixels_to_array(values))
+
+
+def as_served(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 pictures (n, h, w) as the server prepares them (mnistify), back in uint8 (n, 28, 28).
+
+    Also returns whether each had ink: the server refuses a blank picture (its row here stays black), so a
+    measurement counts it as not accepted.
+    """
+    out = np.zeros((len(images), SIDE, SIDE), np.uint8)
+    ink = np.ones(len(images), bool)
+    for i, image in enumerate(images):
+        try:
+            out[i] = np.rint(mnistify(np.asarray(image, np.float32) / 255) * 255)
+        except EmptyInput:
+            ink[i] = False
+    return out, ink

@@ -133,3 +133,36 @@ def save_robustness_examples(
     fig.suptitle(f"Corrupted test digits ({caption})", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+def save_reliability(path: str | Path, curves: dict[str, list[dict]], bins: int) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per curve (name -> rows of
+    digits.confidence.reliability), the diagonal being perfect calibration; marker area ~ digits in bin."""
+    fig, ax = plt.subplots(figsize=(5.2, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="lightgray", lw=1, label="perfectly calibrated")
+    for name, rows in curves.items():
+        conf = [r["confidence"] for r in rows]
+        acc = [r["accuracy"] for r in rows]
+        size = [10 + 90 * np.sqrt(r["count"] / max(x["count"] for x in rows)) for r in rows]
+        ax.plot(conf, acc, marker=None, lw=1)
+        ax.scatter(conf, acc, s=size, label=name)
+    ax.set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="confidence (top probability)", ylabel="accuracy")
+    ax.set_title(f"Reliability on the test digits ({bins} bins)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_score_histograms(path: str | Path, scores: dict[str, np.ndarray], threshold: float) -> None:
+    """Distribution of the calibrated top probability per set (name -> scores), the threshold marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
+    edges = np.linspace(0, 1, 51)
+    for name, s in scores.items():
+        weights = np.full(len(s), 1 / max(len(s), 1))
+        ax.hist(s, bins=edges, weights=weights, histtype="step", lw=1.5, label=f"{name} ({len(s)})")
+    ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="calibrated top probability", ylabel="share of the set", yscale="log")
+    ax.set_title("Digits against non-digits: accepted right of the threshold", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center")
+    fig.tight_layout()
+    _save(fig, path)

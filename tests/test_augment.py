@@ -171,3 +171,44 @@ def test_preview_png(tmp_path, digits: np.ndarray) -> None:
     save_augment_preview(path, digits[:5], augment_copies(digits[:5], STRONG), labels=np.arange(5))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["preview.png"]
+
+
+# --- degradations: noise, blur, thickness ------------------------------------------------------------
+
+
+def test_degradations_off_leave_the_copies_as_before(digits: np.ndarray) -> None:
+    plain = AugmentParams(copies=1, noise=0.0, blur=0.0, thickness=0)
+    noisy = AugmentParams(copies=1, noise=0.4, blur=0.0, thickness=0, effects_share=0.0)
+    a = augment(digits, plain, np.random.default_rng(0))
+    b = augment(digits, noisy, np.random.default_rng(0))
+    np.testing.assert_array_equal(a, b)  # the affine draws come first, and a share of 0 changes nothing
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("noise", 0.4), ("blur", 1.5), ("thickness", 1)], ids=["noise", "blur", "thickness"]
+)
+def test_each_degradation_is_seeded_and_changes_its_share(
+    digits: np.ndarray, option: str, value: float
+) -> None:
+    p = OFF.model_copy(update={"noise": 0.0, option: value, "effects_share": 0.5})
+    a, b = augment(digits, p, np.random.default_rng(1)), augment(digits, p, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.uint8 and a.shape == digits.shape
+    changed = (a != digits).any(axis=(1, 2))
+    assert 0 < changed.sum() < len(digits)  # about half of them, never all
+
+
+def test_noise_blur_and_thickness_do_what_they_say(digits: np.ndarray) -> None:
+    every = {"effects_share": 1.0, "noise": 0.0}
+    noisy = augment(digits, OFF.model_copy(update={**every, "noise": 0.5}), np.random.default_rng(2))
+    background = digits == 0
+    assert noisy[background].mean() > 5  # noise lands on the black background too
+    blurred = augment(digits, OFF.model_copy(update={**every, "blur": 2.0}), np.random.default_rng(2))
+    assert (
+        np.abs(np.diff(blurred.astype(float), axis=2)).mean()
+        < np.abs(np.diff(digits.astype(float), axis=2)).mean()
+    )
+    thick = augment(digits, OFF.model_copy(update={**every, "thickness": 1}), np.random.default_rng(2))
+    ink = (digits > 127).sum(axis=(1, 2))
+    new_ink = (thick > 127).sum(axis=(1, 2))
+    assert (new_ink != ink).all() and (new_ink > ink).any() and (new_ink < ink).any()  # thicker or thinner

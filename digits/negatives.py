@@ -1,0 +1,216 @@
+"""Seeded generators of pictures that are not digits, seen the way the server sees any picture.
+
+Each family draws on a 112x112 canvas, white ink on black with pen-like strokes about as wide, relative to
+the canvas, as the web page's brush, and then goes through digits.drawing.mnistify, exactly as a drawing
+sent to the server does. So a threshold chosen on these carries over to the app.
+
+| family    | what                                                                                   |
+|-----------|----------------------------------------------------------------------------------------|
+| letters   | a letter rendered from the DejaVu fonts in digits/fonts, turned and slanted a little;    |
+|           | letters that look like digits (O o I l S s Z z B b g q D G Q) are left out               |
+| strokes   | 2-4 separate smooth pen strokes (Bézier curves) across the canvas                       |
+| shapes    | polygons, stars, grids, hatching, asterisks, spirals, zig-zags (no ovals: they are 0s) |
+| noise     | uniform or Gaussian noise, speckles, blotches                                          |
+| scribbles | one long tangled pen path (a random walk with momentum)                                |
+
+`font_digits` renders the digits themselves from the same fonts: digits in a style unlike MNIST, which
+must still be accepted. Every generator is deterministic given its numpy Generator.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from digits.drawing import mnistify
+from digits.shapes import SIDE
+
+CANVAS = 112
+FONTS_DIR = Path(__file__).parent / "fonts"
+FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf")
+LETTERS = "ACEFHJKLMNPRTUVWXYacdefhijkmnprtuvwxy"  # no O o I l S s Z z B b g q D G Q: digit look-alikes
+
+Generator = Callable[[np.random.Generator], Image.Image]
+
+
+def _pen(rng: np.random.Generator) -> int:
+    # The page's brush is 22 px on its 280 px canvas (7.9%); drawings vary in size, so vary the width.
+    return int(rng.integers(8, 17))
+
+
+def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("L", (CANVAS, CANVAS), 0)
+    return image, ImageDraw.Draw(image)
+
+
+def _polyline(draw: ImageDraw.ImageDraw, points: np.ndarray, width: int) -> None:
+    """A round-capped, round-joined stroke through the points, like a pen on the page's canvas."""
+    xy = [(float(x), float(y)) for x, y in points]
+    draw.line(xy, fill=255, width=width, joint="curve")
+    r = width / 2
+    for x, y in xy:  # round caps and joins everywhere
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+
+
+def _bezier(rng: np.random.Generator, steps: int = 24) -> np.ndarray:
+    """A cubic Bézier curve with four random control points on the canvas: (steps, 2)."""
+    p = rng.uniform(8, CANVAS - 8, (4, 2))
+    t = np.linspace(0, 1, steps)[:, None]
+    return (1 - t) ** 3 * p[0] + 3 * (1 - t) ** 2 * t * p[1] + 3 * (1 - t) * t**2 * p[2] + t**3 * p[3]
+
+
+def letters(rng: np.random.Generator) -> Image.Image:
+    image, draw = _canvas()
+    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(60, 90)))
+    draw.text((CANVAS / 2, CANVAS / 2), LETTERS[rng.integers(len(LETTERS))], fill=255, font=font, anchor="mm")
+    return _slant(image, rng)
+
+
+def font_digit(rng: np.random.Generator, digit: int) -> Image.Image:
+    image, draw = _canvas()
+    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(60, 90)))
+    draw.text((CANVAS / 2, CANVAS / 2), str(digit), fill=255, font=font, anchor="mm")
+    return _slant(image, rng)
+
+
+def _slant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Turn by up to 12 degrees and shear by up to 0.25, about the centre."""
+    shear = rng.uniform(-0.25, 0.25)
+    c = CANVAS / 2
+    image = image.transform(image.size, Image.AFFINE, (1, shear, -shear * c, 0, 1, 0), Image.BILINEAR)
+    return image.rotate(rng.uniform(-12, 12), Image.BILINEAR)
+
+
+def strokes(rng: np.random.Generator) -> Image.Image:
+    image, draw = _canvas()
+    width = _pen(rng)
+    for _ in range(int(rng.integers(2, 5))):
+        _polyline(draw, _bezier(rng), width)
+    return image
+
+
+def scribbles(rng: np.random.Generator) -> Image.Image:
+    image, draw = _canvas()
+    n = int(rng.integers(60, 160))
+    heading = rng.uniform(0, 2 * np.pi)
+    turn = rng.normal(0, 0.5, n).cumsum() * 0.3 + rng.normal(0, 0.35, n)  # smooth, sometimes sharp, turning
+    angles = heading + np.cumsum(turn)
+    steps = np.stack([np.cos(angles), np.sin(angles)], 1) * rng.uniform(3, 7)
+    path = np.cumsum(steps, 0)
+    path -= path.min(0)
+    path *= (CANVAS - 20) / max(float(path.max()), 1.0)  # the whole tangle fills the canvas
+    _polyline(draw, path + 10, _pen(rng))
+    return image
+
+
+def shapes(rng: np.random.Generator) -> Image.Image:
+    image, draw = _canvas()
+    width, c = _pen(rng), CANVAS / 2
+    radius = rng.uniform(30, 50)
+    kind = rng.integers(7)
+    turn = rng.uniform(0, 2 * np.pi)
+    if kind in (0, 1):  # polygon (3-6 sides) or star (5-7 points)
+        sides = int(rng.integers(3, 7)) if kind == 0 else int(rng.integers(5, 8))
+        if kind == 0:
+            angles = turn + np.arange(sides + 1) * 2 * np.pi / sides
+            r = np.full(sides + 1, radius)
+        else:
+            angles = turn + np.arange(2 * sides + 1) * np.pi / sides
+            r = np.where(np.arange(2 * sides + 1) % 2, radius * 0.4, radius)
+        _polyline(draw, np.stack([c + r * np.cos(angles), c + r * np.sin(angles)], 1), width)
+    elif kind == 2:  # grid (#): two lines each way
+        for offset in (-radius / 3, radius / 3):
+            _polyline(draw, np.array([[c + offset, c - radius], [c + offset, c + radius]]), width)
+            _polyline(draw, np.array([[c - radius, c + offset], [c + radius, c + offset]]), width)
+    elif kind == 3:  # hatching: 3-6 parallel slanted lines
+        lines = int(rng.integers(3, 7))
+        for offset in np.linspace(-radius, radius, lines):
+            d = np.array([np.cos(turn), np.sin(turn)]) * radius
+            n = np.array([-np.sin(turn), np.cos(turn)]) * offset
+            _polyline(draw, np.array([c + n - d, c + n + d]), width)
+    elif kind == 4:  # asterisk: 3-4 lines through the centre
+        spokes = int(rng.integers(3, 5))
+        for a in turn + np.arange(spokes) * np.pi / spokes:
+            d = np.array([np.cos(a), np.sin(a)]) * radius
+            _polyline(draw, np.array([c - d, c + d]), width)
+    elif kind == 5:  # spiral of 1.5-3 turns
+        t = np.linspace(0, rng.uniform(3, 6) * np.pi, 80)
+        r = radius * (0.15 + t / t[-1])
+        _polyline(draw, np.stack([c + r * np.cos(t + turn), c + r * np.sin(t + turn)], 1), width)
+    else:  # zig-zag of 4-8 teeth
+        teeth = int(rng.integers(4, 9))
+        xs = np.linspace(c - radius, c + radius, teeth + 1)
+        ys = c + np.where(np.arange(teeth + 1) % 2, radius, -radius) * rng.uniform(0.3, 0.7)
+        _polyline(draw, np.stack([xs, ys], 1), width)
+    return image
+
+
+def noise(rng: np.random.Generator) -> Image.Image:
+    kind = rng.integers(4)
+    if kind == 0:  # uniform
+        field = rng.random((CANVAS, CANVAS))
+    elif kind == 1:  # Gaussian around grey
+        field = np.clip(rng.normal(0.5, 0.25, (CANVAS, CANVAS)), 0, 1)
+    elif kind == 2:  # sparse speckles
+        field = (rng.random((CANVAS, CANVAS)) < rng.uniform(0.01, 0.1)).astype(float)
+    else:  # blotches: coarse noise, blown up and thresholded
+        coarse = rng.random((int(rng.integers(4, 12)),) * 2)
+        big = np.asarray(
+            Image.fromarray((coarse * 255).astype(np.uint8)).resize((CANVAS, CANVAS), Image.BICUBIC)
+        )
+        field = (big > 255 * rng.uniform(0.5, 0.7)).astype(float)
+    return Image.fromarray((field * 255).astype(np.uint8))
+
+
+FAMILIES: dict[str, Generator] = {
+    "letters": letters,
+    "strokes": strokes,
+    "shapes": shapes,
+    "noise": noise,
+    "scribbles": scribbles,
+}
+
+
+@cache
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(FONTS_DIR / name), size)
+
+
+def as_model_input(image: Image.Image) -> np.ndarray:
+    """A canvas through the server's preprocessing, as uint8 28x28 (what the model sees, 0..255)."""
+    x = mnistify(np.asarray(image, dtype=np.float32) / 255)
+    return np.rint(x * 255).astype(np.uint8)
+
+
+def generator(seed: int, *keys: str) -> np.random.Generator:
+    """A generator keyed by names (split, family), so adding a family never changes the others' draws."""
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=tuple(zlib.crc32(k.encode()) for k in keys))
+    )
+
+
+def generate(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n pictures of one family as the model sees them: uint8 (n, 28, 28)."""
+    draw = FAMILIES[family]
+    out = np.empty((n, SIDE, SIDE), np.uint8)
+    for i in range(n):
+        out[i] = as_model_input(draw(rng))
+    return out
+
+
+def font_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n digits rendered from the fonts (labels cycle 0..9), as the model sees them: uint8 images, labels."""
+    labels = np.arange(n) % 10
+    return np.stack([as_model_input(font_digit(rng, int(d))) for d in labels]), labels
+
+
+def pure_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n 28x28 noise pictures, half uniform, half Gaussian (mean 0.5, sd 0.25), before any preprocessing."""
+    uniform = rng.random((n // 2, SIDE, SIDE))
+    gaussian = np.clip(rng.normal(0.5, 0.25, (n - n // 2, SIDE, SIDE)), 0, 1)
+    return np.rint(np.concatenate([uniform, gaussian]) * 255).astype(np.uint8)

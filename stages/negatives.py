@@ -1,0 +1,40 @@
+"""Generate the pictures that are not digits: for training, for choosing the threshold, and for the report.
+
+Writes data/negatives/{train,val,test}.npz (x: uint8 (n, 28, 28) as the server would show them to the
+model, y: the family's index in digits.negatives.FAMILIES). train and val hold the training families only
+(val: other seeds); test holds `negatives.test` of every family, the held-out one included, with seeds of
+their own. See digits/negatives.py for the families.
+"""
+
+import numpy as np
+
+from digits.cli import log, run_stage
+from digits.params import Params
+
+
+def main(params: Params) -> None:
+    from digits.negatives import FAMILIES, generate, generator
+    from digits.preprocess import save_split
+
+    p = params.negatives
+    names = list(FAMILIES)
+    trained = [f for f in names if f != p.heldout]
+    plan = {
+        "train": {f: n for f, n in zip(trained, _spread(p.train, len(trained)), strict=True)},
+        "val": {f: n for f, n in zip(trained, _spread(p.val, len(trained)), strict=True)},
+        "test": dict.fromkeys(names, p.test),
+    }
+    for split, counts in plan.items():
+        parts = [generate(f, n, generator(p.seed, split, f)) for f, n in counts.items()]
+        families = np.repeat([names.index(f) for f in counts], list(counts.values()))
+        save_split(f"data/negatives/{split}.npz", np.concatenate(parts), families)
+        log(f"negatives: {split}: " + ", ".join(f"{n} {f}" for f, n in counts.items()))
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    """total split into `parts` counts differing by at most one."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+if __name__ == "__main__":
+    run_stage("negatives", main)

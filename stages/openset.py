@@ -1,0 +1,95 @@
+"""How well the served model knows when a picture is not a digit, on sets never used to train or choose.
+
+Every picture goes through the server's preprocessing (digits.drawing) and the calibration the export
+stage ships (models/calibration.json), so these are the answers the app would give. Reads models/model.keras,
+models/calibration.json, data/prepared/test.npz, data/fashion/ and data/negatives/test.npz. Writes
+metrics/openset.json, plots/openset.csv (share rejected per set) and plots/openset_scores.png.
+
+Sets: the MNIST test digits (false rejections must stay rare), digits rendered from fonts (a style MNIST
+lacks: must still be accepted), Fashion-MNIST's test set, every generated family on seeds of its own (the
+held-out family never trained on), pure noise, and each robustness corruption of the test digits.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from digits.cli import log, run_stage
+from digits.files import write_csv, write_json
+from digits.params import Params
+
+FONT_DIGITS = NOISE = 1000  # pictures generated for each of these sets (at most openset.samples)
+
+
+def main(params: Params) -> None:
+    from digits import confidence as c
+    from digits import negatives, robustness
+    from digits.drawing import as_served
+    from digits.idx import read_idx
+    from digits.models import load_model, predict_probs
+    from digits.plots import save_score_histograms
+    from digits.preprocess import load_split
+
+    p = params.openset
+    calibration = c.Calibration.from_dict(json.loads(Path("models/calibration.json").read_text()))
+    model = load_model("models/model.keras")
+
+    def judge(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and scores; a picture the server would refuse as blank scores 0."""
+        served, ink = as_served(images)
+        probs = calibration.apply(predict_probs(model, served))
+        return probs, np.where(ink, c.top_probability(probs), 0.0)
+
+    def digits_report(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict:
+        correct = probs.argmax(axis=1) == labels
+        accepted = scores >= calibration.threshold
+        return {
+            "accuracy": round(float(correct.mean()), 5),
+            "rejected": round(float((~accepted).mean()), 5),
+            "accepted_and_correct": round(float((accepted & correct).mean()), 5),
+            "n": len(labels),
+        }
+
+    test_x, test_y = load_split("data/prepared/test.npz")
+    keep = robustness.subset(len(test_y), p.samples, p.seed)
+    test_x, test_y = test_x[keep], test_y[keep]
+    probs, digit_scores = judge(test_x)
+    report = {"threshold": calibration.threshold, "mnist": digits_report(probs, digit_scores, test_y)}
+    font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), negatives.generator(p.seed, "font digits"))
+    report["font_digits"] = digits_report(*judge(font_x), font_y)
+
+    scores = {"MNIST test": digit_scores}
+    fashion = read_idx("data/fashion/t10k-images-idx3-ubyte")[: p.samples]
+    scores["Fashion-MNIST"] = judge(fashion)[1]
+    neg_x, neg_family = load_split("data/negatives/test.npz")
+    neg_scores = judge(neg_x)[1]
+    for i, family in enumerate(negatives.FAMILIES):
+        held = " (held out)" if family == params.negatives.heldout else ""
+        scores[family + held] = neg_scores[neg_family == i]
+    scores["pure noise"] = judge(negatives.pure_noise(min(NOISE, p.samples), negatives.generator(p.seed, "noise")))[1]
+    report["non_digits"] = {
+        name: c.rejection_metrics(digit_scores, s, calibration.threshold) | {"n": len(s)}
+        for name, s in list(scores.items())[1:]
+    }
+    report["heldout_family"] = params.negatives.heldout
+
+    report["corruptions"] = {}
+    for name, x in robustness.corrupt_all(test_x, params.robustness.seed).items():
+        report["corruptions"][name] = digits_report(*judge(x), test_y)
+
+    write_json("metrics/openset.json", report)
+    rows = [{"set": "MNIST test", "rejected": report["mnist"]["rejected"]}]
+    rows += [{"set": "font digits", "rejected": report["font_digits"]["rejected"]}]
+    rows += [{"set": name, "rejected": m["rejected"]} for name, m in report["non_digits"].items()]
+    rows += [{"set": f"MNIST {k}", "rejected": m["rejected"]} for k, m in report["corruptions"].items()]
+    write_csv("plots/openset.csv", rows)
+    save_score_histograms(
+        "plots/openset_scores.png", scores | {"font digits": judge(font_x)[1]}, calibration.threshold
+    )
+    for row in rows:
+        log(f"openset: {row['set']:<22} rejected {row['rejected']:.2%}")
+
+
+if __name__ == "__main__":
+    run_stage("openset", main)
