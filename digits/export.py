@@ -1,13 +1,16 @@
-"""Export the trained Keras model to TFLite, the file the server runs with LiteRT instead of TensorFlow.
+"""Export the trained Keras model to TFLite, the files the server runs with LiteRT instead of TensorFlow.
 
-`export_bundle` writes the serving bundle, a folder of model.tflite and model.json (its sha256, the number
-of classes, its outputs on fixed probe pictures), which digits.runtime checks before serving the file.
+`export_bundle` writes the serving bundle, a folder of model.tflite (float32), model_int8.tflite (int8) and
+model.json (each file's sha256 and outputs on fixed probe pictures, the number of classes, the int8 file's
+parity figures), which digits.runtime checks before serving a file.
 
 Keras 3's `model.export(dir)` writes a SavedModel whose signature keeps the model's input shape
-(None, 28, 28, 1) float32, so the .tflite file takes any batch size; `TFLiteConverter.from_saved_model`
-converts it (batch norm folds into the convolutions). No quantisation or other optimisation: the float32
-kernels agree with Keras to ~1e-6 in every probability. Every export is checked against Keras before it
-is written.
+(None, 28, 28, 1) float32, so the .tflite files take any batch size; `TFLiteConverter.from_saved_model`
+converts it (batch norm folds into the convolutions). The float32 file has no quantisation: its kernels
+agree with Keras to ~1e-6 in every probability, checked on every export. The int8 file is LiteRT's
+full-integer post-training quantisation (int8 weights per channel, int8 activations whose ranges come from
+a seeded draw of training digits), with float32 input and output tensors so that callers do not change; it
+is checked against the float32 file on every test digit (`check_parity`) and not written unless it passes.
 """
 
 from __future__ import annotations
@@ -15,19 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from digits import DigitsError
 from digits.files import atomic_path
-from digits.runtime import BUNDLE_META, BUNDLE_MODEL, LiteRTPredictor, probe_images
-from digits.shapes import NUM_CLASSES
+from digits.params import ExportParams
+from digits.runtime import BUNDLE_INT8, BUNDLE_META, BUNDLE_MODEL, LiteRTPredictor, Predictor, probe_images
+from digits.shapes import NUM_CLASSES, to_model_input
 
-TOLERANCE = 1e-4  # largest |probability difference| from Keras that an export may have
+TOLERANCE = 1e-4  # largest |probability difference| from Keras that the float32 export may have
+FORMAT = 2  # of model.json; 1 had one file and its probe outputs at the top level
+CHUNK = 256  # test digits per LiteRT call: the whole split at once would need ~1 GB of activations
+
+Accept = Callable[[np.ndarray], np.ndarray]  # (n, 10) probabilities -> (n,) bool: answered, not rejected
 
 
 @dataclass(frozen=True)
@@ -37,13 +47,84 @@ class Export:
     max_difference: float  # largest |probability difference| from Keras on the probe pictures
 
 
+@dataclass(frozen=True)
+class Int8Inputs:
+    """What the int8 file is calibrated on and checked against."""
+
+    train: np.ndarray  # uint8 (n, 28, 28): `params.representative` of them, drawn with `params.seed`
+    test: np.ndarray  # uint8 (n, 28, 28), every one checked
+    labels: np.ndarray  # the test digits' labels
+    params: ExportParams
+    # Once the model can reject ("not a digit"), its decision: the int8 file must make the same ones.
+    accept: Accept | None = None
+
+
+@dataclass(frozen=True)
+class Parity:
+    """The int8 file against the float32 one on the test digits."""
+
+    digits: int
+    changed: int  # predictions (argmax) that differ
+    accuracy_float32: float
+    accuracy_int8: float
+    accepted_changed: int | None = None  # accept/reject decisions that differ; None without a decision
+
+
+@dataclass(frozen=True)
+class Bundle:
+    float32: Export
+    int8: Path | None  # None: exported without Int8Inputs
+    int8_size: int
+    parity: Parity | None
+
+
+def _saved_model(model, directory: str) -> None:
+    model.export(directory, format="tf_saved_model", verbose=False)
+
+
 def convert(model) -> bytes:  # a keras.Model; untyped so this module imports without Keras
     """The model as a float32 TFLite flatbuffer, converted through a SavedModel."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="digits-export-") as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        _saved_model(model, tmp)
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+
+
+def representative_digits(images: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded draw of n of the uint8 digits (all of them if fewer), as the model's float32 input."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.permutation(len(images))[:n])
+    return to_model_input(images[picked])
+
+
+def convert_int8(model, representative: np.ndarray) -> bytes:
+    """The model as a full-integer TFLite flatbuffer: int8 weights and activations, activation ranges
+    calibrated on `representative` (float32 (n, 28, 28, 1)), float32 input and output.
+
+    The softmax stays float32 (fed by the dequantised int8 logits): quantised, its output would be a
+    multiple of 1/256, too coarse for the probabilities the page shows and for a calibrated threshold; it
+    costs nothing measurable (benchmarks/README.md). Float32 input and output: a quantise and a dequantise op
+    of 784 and 10 values, also unmeasurable, and callers see the same tensors as with the float32 file.
+    """
+    import warnings
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="digits-export-") as tmp:
+        _saved_model(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([x[None]] for x in representative)  # one digit a step
+        # Selective quantisation is the quantisation debugger's documented way to keep an op in float.
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"])
+        with warnings.catch_warnings():  # it builds TensorFlow's deprecated tf.lite.Interpreter, unused here
+            warnings.simplefilter("ignore", UserWarning)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=lambda: iter(()), debug_options=options
+            )
+            return debugger.get_nondebug_quantized_model()
 
 
 def max_difference(model, tflite_path: str | Path, images: np.ndarray) -> float:
@@ -52,11 +133,55 @@ def max_difference(model, tflite_path: str | Path, images: np.ndarray) -> float:
     return float(np.abs(LiteRTPredictor(Path(tflite_path))(images) - expected).max())
 
 
-def export_tflite(model_path: str | Path, out_path: str | Path) -> Export:
-    """Convert the .keras file at model_path to out_path, atomically, after checking it against Keras."""
+def predict_all(predictor: Predictor, images: np.ndarray) -> np.ndarray:
+    """(n, 10) probabilities for float32 (n, 28, 28[, 1]) images, CHUNK at a time."""
+    return np.concatenate([predictor(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
+
+
+def int8_parity(
+    float32: np.ndarray, int8: np.ndarray, labels: np.ndarray, accept: Accept | None = None
+) -> Parity:
+    """Compare the two files' probabilities on the same digits."""
+    return Parity(
+        digits=len(labels),
+        changed=int((float32.argmax(1) != int8.argmax(1)).sum()),
+        accuracy_float32=float((float32.argmax(1) == labels).mean()),
+        accuracy_int8=float((int8.argmax(1) == labels).mean()),
+        accepted_changed=None if accept is None else int((accept(float32) != accept(int8)).sum()),
+    )
+
+
+def check_parity(parity: Parity, params: ExportParams) -> None:
+    """Raise DigitsError naming every figure past its limit (params' export.* keys)."""
+    problems = []
+    if parity.changed > params.int8_max_changed:
+        problems.append(
+            f"it changes {parity.changed} of {parity.digits} test predictions "
+            f"(export.int8_max_changed: {params.int8_max_changed})"
+        )
+    drop = parity.accuracy_float32 - parity.accuracy_int8
+    if abs(drop) > params.int8_max_accuracy_change + 1e-9:  # the figures are multiples of 1/digits
+        problems.append(
+            f"its test accuracy is {parity.accuracy_int8:.2%} against float32's "
+            f"{parity.accuracy_float32:.2%}, {abs(drop) * 100:.2f} points apart "
+            f"(export.int8_max_accuracy_change: {params.int8_max_accuracy_change * 100:.2f} points)"
+        )
+    if parity.accepted_changed:
+        problems.append(f"it accepts or rejects {parity.accepted_changed} test digits otherwise (allowed: 0)")
+    if problems:
+        raise DigitsError(
+            "the int8 model fails its parity check against the float32 one: "
+            + "; ".join(problems)
+            + "; nothing exported (raise the limits in params.yaml to accept it)"
+        )
+
+
+def export_tflite(model_path: str | Path, out_path: str | Path, model=None) -> Export:
+    """Convert the .keras file at model_path to out_path, atomically, after checking it against Keras.
+    `model`: the file already loaded."""
     from digits.models import load_model
 
-    model = load_model(model_path)
+    model = model if model is not None else load_model(model_path)
     data = convert(model)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -70,31 +195,75 @@ def export_tflite(model_path: str | Path, out_path: str | Path) -> Export:
     return Export(out_path, len(data), difference)
 
 
-def export_bundle(model_path: str | Path, out_dir: str | Path) -> Export:
-    """The serving bundle for the .keras file: out_dir/model.tflite (checked as export_tflite does) and
-    out_dir/model.json. Written in a temp folder beside out_dir, then moved into place whole."""
+def _entry(path: Path, precision: str) -> dict:
+    data = path.read_bytes()
+    probes = LiteRTPredictor(path)(probe_images())
+    return {
+        "precision": precision,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "probes": np.round(probes.astype(np.float64), 7).tolist(),
+    }
+
+
+def _dumps(meta: dict) -> str:
+    """Indented JSON with each list of numbers on one line (a probe's 10 probabilities, not 10 lines)."""
+    text = json.dumps(meta, indent=1)
+    return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+
+
+def export_bundle(model_path: str | Path, out_dir: str | Path, int8: Int8Inputs | None = None) -> Bundle:
+    """The serving bundle for the .keras file: out_dir/model.tflite (checked as export_tflite does), with
+    `int8` also out_dir/model_int8.tflite (checked by check_parity), and out_dir/model.json. Written in a
+    temp folder beside out_dir, then moved into place whole; nothing is written if a check fails."""
+    from digits.models import load_model
+
     model_path, out_dir = Path(model_path), Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_path)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
-        result = export_tflite(model_path, staging / BUNDLE_MODEL)
-        data = result.path.read_bytes()
-        probes = LiteRTPredictor(result.path)(probe_images())
+        result = export_tflite(model_path, staging / BUNDLE_MODEL, model)
+        files = {BUNDLE_MODEL: _entry(result.path, "float32")}
+        files[BUNDLE_MODEL]["max_difference_from_keras"] = result.max_difference
         meta = {
-            "format": 1,
+            "format": FORMAT,
             "classes": NUM_CLASSES,
             "input": "float32 (n, 28, 28, 1) in [0, 1], white ink on black, MNIST-centred (digits.drawing)",
-            "files": {BUNDLE_MODEL: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
             "source": {model_path.name: {"sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()}},
-            "probes": {
-                "images": "digits.runtime.probe_images()",
-                "probabilities": np.round(probes.astype(np.float64), 7).tolist(),
-            },
-            "max_difference_from_keras": result.max_difference,
+            "probes": "digits.runtime.probe_images(); each file's probabilities on them are in its entry",
+            "files": files,
         }
-        (staging / BUNDLE_META).write_text(json.dumps(meta, indent=1) + "\n")
+        parity, int8_size = None, 0
+        if int8 is not None:
+            params = int8.params
+            representative = representative_digits(int8.train, params.representative, params.seed)
+            data = convert_int8(model, representative)
+            (staging / BUNDLE_INT8).write_bytes(data)
+            test = to_model_input(int8.test)
+            parity = int8_parity(
+                predict_all(LiteRTPredictor(result.path), test),
+                predict_all(LiteRTPredictor(staging / BUNDLE_INT8), test),
+                int8.labels,
+                int8.accept,
+            )
+            check_parity(parity, params)
+            files[BUNDLE_INT8] = _entry(staging / BUNDLE_INT8, "int8")
+            int8_size = len(data)
+            meta["int8"] = {
+                "representative": {"split": "train", "digits": len(representative), "seed": params.seed},
+                "parity": {
+                    "split": "test",
+                    **asdict(parity),
+                    "max_changed": params.int8_max_changed,
+                    "max_accuracy_change": params.int8_max_accuracy_change,
+                    "passed": True,  # else nothing was written
+                },
+            }
+        (staging / BUNDLE_META).write_text(_dumps(meta) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
-    return Export(out_dir / BUNDLE_MODEL, len(data), result.max_difference)
+    float32 = Export(out_dir / BUNDLE_MODEL, result.size, result.max_difference)
+    return Bundle(float32, out_dir / BUNDLE_INT8 if int8 is not None else None, int8_size, parity)

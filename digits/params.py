@@ -115,6 +115,16 @@ class FashionParams(_Section):
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
 
 
+class ExportParams(_Section):
+    # The int8 file's activation ranges come from `representative` training digits drawn with `seed`. It is
+    # exported only if, over every test digit, it changes at most `int8_max_changed` of the float32 file's
+    # predictions and its accuracy is within `int8_max_accuracy_change` of float32's (0.0003: 0.03 points).
+    representative: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    seed: Annotated[int, Field(ge=0)] = 42
+    int8_max_changed: Annotated[int, Field(ge=0)] = 5
+    int8_max_accuracy_change: Annotated[float, Field(ge=0, le=1)] = 0.0003
+
+
 class Params(_Section):
     fetch: FetchParams = FetchParams()
     preprocess: PreprocessParams = PreprocessParams()
@@ -124,6 +134,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     ensemble: EnsembleParams = EnsembleParams()
     robustness: RobustnessParams = RobustnessParams()
+    export: ExportParams = ExportParams()
     fashion: FashionParams = FashionParams()
 
     @model_validator(mode="after")

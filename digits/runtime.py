@@ -3,10 +3,12 @@
     predictor = load_predictor("models/serving")  # or a .tflite or .keras file; the suffix picks the runtime
     probabilities = predictor(images)  # (n, 28, 28) float32 in [0, 1] -> (n, 10)
 
-The serving bundle (the export stage's models/serving/) is a folder: model.tflite plus model.json, its
-metadata (the file's sha256, the number of classes, the probabilities it must give on fixed probe pictures).
-A .tflite file with a model.json beside it is checked against both before it serves: a damaged or swapped
-file is refused, not served.
+The serving bundle (the export stage's models/serving/) is a folder: model.tflite (float32), model_int8.tflite
+(int8 weights and activations, float32 input and output) and model.json, the metadata (each file's sha256
+and the probabilities it must give on fixed probe pictures, the number of classes, the int8 file's parity
+with the float one on the test digits). A bundle folder serves the int8 file when the metadata says its
+parity check passed, else the float one; `precision` picks either. A .tflite file with a model.json beside
+it is checked against its entry before it serves: a damaged or swapped file is refused, not served.
 
 The LiteRT runtime (`ai-edge-litert`) imports no TensorFlow, so a server on a .tflite file starts several
 times faster, holds a fraction of the memory, and answers one image about ten times faster than the
@@ -32,9 +34,14 @@ from digits.confidence import Calibration
 from digits.shapes import NUM_CLASSES, SIDE
 
 SUFFIXES = (".tflite", ".keras")
-BUNDLE_MODEL, BUNDLE_META = "model.tflite", "model.json"  # the serving bundle's files
+# The serving bundle's files.
+BUNDLE_MODEL, BUNDLE_INT8, BUNDLE_META = "model.tflite", "model_int8.tflite", "model.json"
+PRECISIONS = ("auto", "int8", "float32")  # auto: int8 where the bundle's parity check passed
 PROBES = 64  # synthetic pictures whose outputs the bundle records
-PROBE_TOLERANCE = 1e-4  # largest |probability difference| from the recorded probe outputs
+# Largest |probability difference| from a file's recorded probe outputs. The int8 kernels are integer
+# arithmetic, exact on any CPU XNNPACK runs on; LiteRT's own int8 kernels (no XNNPACK) round differently and
+# were measured up to 0.06 off on the noise probes, and another model is ~0.9 off: 0.1 tells them apart.
+PROBE_TOLERANCE = {"float32": 1e-4, "int8": 0.1}
 
 
 def probe_images(n: int = PROBES, seed: int = 0) -> np.ndarray:
@@ -45,10 +52,39 @@ def probe_images(n: int = PROBES, seed: int = 0) -> np.ndarray:
     return images
 
 
-def model_file(path: str | Path) -> Path:
-    """The file to load for a model path: a serving bundle folder means the .tflite file inside it."""
+def model_file(path: str | Path, precision: str = "auto") -> Path:
+    """The file to load for a model path. A serving bundle folder means one of its .tflite files: the int8
+    one if `precision` is "int8", or "auto" and model.json says its parity check passed; else the float one.
+    """
     path = Path(path)
-    return path / BUNDLE_MODEL if path.is_dir() else path
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if not path.is_dir():
+        if precision != "auto":
+            raise DigitsError(
+                f"{path}: a precision ({precision}) chooses a file in a serving bundle folder; give the "
+                "folder, or leave the precision to auto"
+            )
+        return path
+    if precision == "float32":
+        return path / BUNDLE_MODEL
+    refused = int8_refused(path)
+    if precision == "int8" and refused:
+        raise DigitsError(f"{path}: no int8 model to serve ({refused}); {_BUNDLE_FIX}")
+    return path / (BUNDLE_MODEL if refused else BUNDLE_INT8)
+
+
+def int8_refused(bundle: Path) -> str | None:
+    """Why the bundle's int8 file may not be served; None when model.json lists it with its parity check
+    passed (the export stage writes none that failed; a bundle from before int8 has none)."""
+    try:
+        meta = json.loads((bundle / BUNDLE_META).read_text())
+        if BUNDLE_INT8 not in meta["files"]:
+            return f"{BUNDLE_META} lists no {BUNDLE_INT8}"
+        passed = meta["int8"]["parity"]["passed"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{BUNDLE_META} unreadable: {type(e).__name__}: {e}"
+    return None if passed is True else f"{BUNDLE_META} says its parity check failed"
 
 
 class BadOutput(DigitsError):
@@ -72,6 +108,8 @@ def check_probabilities(probabilities: np.ndarray, tolerance: float = 1e-3) -> N
 
 class Predictor(ABC):
     """A loaded, warmed-up classifier: (n, 28, 28) or (n, 28, 28, 1) float32 -> (n, 10) probabilities."""
+
+    precision = "float32"  # of the weights and activations; input and output are float32 either way
 
     def __init__(self, path: Path, data: bytes) -> None:
         self.path = path
@@ -198,14 +236,17 @@ class LiteRTPredictor(Predictor):
         ):
             shapes = [tuple(d["shape"]) for d in inputs], [tuple(d["shape"]) for d in outputs]
             raise DigitsError(f"{path}: expected a float32 (28, 28, 1) -> 10 classifier, got {shapes}")
+        tensors = self._single.interpreter.get_tensor_details()
+        self.precision = "int8" if any(t["dtype"] == np.int8 for t in tensors) else "float32"
         self.warm_up()  # the single-image interpreter
         self.warm_up(batch=2)  # and the batch one
         if probes is not None:
             difference = float(np.abs(self(probe_images()) - probes).max())
-            if not difference <= PROBE_TOLERANCE:
+            tolerance = PROBE_TOLERANCE[self.precision]
+            if not difference <= tolerance:
                 raise DigitsError(
                     f"{path}: answers the probe pictures {difference:.2g} away from what "
-                    f"{path.parent / BUNDLE_META} recorded (allowed {PROBE_TOLERANCE:g}); {_BUNDLE_FIX}"
+                    f"{path.parent / BUNDLE_META} recorded (allowed {tolerance:g}); {_BUNDLE_FIX}"
                 )
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -216,14 +257,17 @@ _BUNDLE_FIX = "export it again (`dvc repro export`) or restore it (`dvc checkout
 
 
 def _bundle_probes(path: Path, data: bytes) -> np.ndarray | None:
-    """With a model.json beside the file: check the file's sha256 against it, return the probe outputs."""
+    """With a model.json beside the file: check the file against its entry there, return its probe outputs."""
     meta_path = path.parent / BUNDLE_META
     if not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        expected = meta["files"][path.name]["sha256"]
-        probes = np.asarray(meta["probes"]["probabilities"], dtype=np.float32)
+        entry = meta["files"][path.name]
+        expected = entry["sha256"]
+        # Format 1 (one file) kept its probe outputs at the top level.
+        recorded = entry["probes"] if meta.get("format", 1) >= 2 else meta["probes"]["probabilities"]
+        probes = np.asarray(recorded, dtype=np.float32)
         classes = int(meta["classes"])
     except (ValueError, KeyError, TypeError) as e:
         raise DigitsError(
@@ -270,10 +314,10 @@ def _cpus(cap: int = 4) -> int:
     return min(available, cap)
 
 
-def load_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+def load_predictor(path: str | Path, threads: int | None = None, precision: str = "auto") -> Predictor:
     """The runtime for the model: LiteRT for a .tflite file or a serving bundle folder (`threads` for its
-    kernels), Keras for .keras."""
-    path = model_file(path)
+    kernels; `precision` picks the bundle's file, see model_file), Keras for .keras."""
+    path = model_file(path, precision)
     if not path.is_file():
         raise DigitsError(
             f"{path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"

@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digits import DigitsError
 from digits.drawing import MAX_PIXELS, BadInput, decode_image, mnistify, open_image, prepare_pixels
-from digits.runtime import SUFFIXES, BadOutput, Predictor, load_predictor, model_file
+from digits.runtime import PRECISIONS, SUFFIXES, BadOutput, Predictor, load_predictor, model_file
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes; a 280x280 canvas PNG is 1-5 KB, a phone photo JPEG 1-2 MB
@@ -52,7 +52,7 @@ DECODE_SLOTS = 4  # pictures decoded at once (each up to ~70 MB while it decodes
 QUEUE_TIMEOUT = 5.0  # ... this many seconds for a slot, then get a 503 with Retry-After
 BODY_TIMEOUT = 20.0  # seconds for the whole body to arrive (2 MiB at 1 Mbit/s takes 17 s)
 HEADER_TIMEOUT = 10.0  # seconds for the request line and headers to arrive
-DEFAULT_MODELS = (Path("models/serving/model.tflite"), Path("models/model.keras"))  # the first that exists
+DEFAULT_MODELS = (Path("models/serving"), Path("models/model.keras"))  # the first that exists
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEADER_TIMEOUT_ENV = "DIGITS_HEADER_TIMEOUT"  # read by HeaderTimeoutProtocol, in every worker process
 OPTIONS_ENV = "DIGITS_SERVE"  # create_app's arguments (JSON) for the --workers processes
@@ -540,7 +540,13 @@ def create_app(
     @app.get("/ready", responses=_errors(503, said={503: "the model is not loaded yet"}))
     def ready(request: Request) -> dict[str, str]:
         """200 once the model is loaded and warmed up (its output checked), 503 before."""
-        return {"status": "ready", "model": get_predictor(request).sha}
+        predictor = get_predictor(request)
+        return {
+            "status": "ready",
+            "model": predictor.sha,
+            "file": predictor.path.name,  # which of a bundle's files: model.tflite or model_int8.tflite
+            "precision": predictor.precision,
+        }
 
     @app.post(
         "/api/predict",
@@ -629,6 +635,14 @@ def main(argv: list[str] | None = None) -> int:
         "beside a model.json is checked against it), or a .keras file (default: models/serving if it exists, "
         "else models/model.keras)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="which file of a serving bundle folder to serve: int8 (model_int8.tflite), float32 "
+        "(model.tflite), or auto: int8 if the bundle's model.json says it passed its parity check against "
+        "float32 on the test digits, else float32 (default: %(default)s)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     parser.add_argument(
@@ -677,11 +691,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("timeout_keep_alive", "header_timeout", "body_timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    model = (
-        model_file(args.model)
-        if args.model
-        else next((p for p in DEFAULT_MODELS if p.is_file()), DEFAULT_MODELS[-1])
-    )
+    try:  # a bundle folder means the file that --precision picks
+        model = model_file(
+            args.model or next((p for p in DEFAULT_MODELS if p.exists()), DEFAULT_MODELS[-1]), args.precision
+        )
+    except DigitsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     hosts = [h.strip() for h in args.allowed_hosts.split(",")] if args.allowed_hosts else None
     if hosts is None and args.host not in LOOPBACK_HOSTS:
         print(

@@ -1,8 +1,10 @@
-"""Export the trained model for serving: the bundle of a TFLite file that LiteRT runs without TensorFlow.
+"""Export the trained model for serving: the bundle of TFLite files that LiteRT runs without TensorFlow.
 
-Reads models/model.keras; writes models/serving/ (model.tflite and model.json, its sha256 and probe outputs)
-after checking that its probabilities match Keras (within 1e-4 on synthetic probe pictures). Serve it with
-`python -m digits.serve` (the default) or `--model models/serving`.
+Reads models/model.keras, data/prepared/train.npz (the int8 file's calibration digits) and test.npz (its
+parity check); writes models/serving/: model.tflite (float32, its probabilities within 1e-4 of Keras on
+synthetic probe pictures), model_int8.tflite (int8, within the export.* limits of the float32 file on
+every test digit) and model.json (sha256, probe outputs, parity figures). Fails, writing nothing, if either
+check fails. Serve it with `python -m digits.serve` (the default) or `--model models/serving`.
 """
 
 from pathlib import Path
@@ -15,12 +17,17 @@ OUT = Path("models/serving")
 
 
 def main(params: Params) -> None:
-    from digits.export import export_bundle
+    from digits.export import Int8Inputs, export_bundle
+    from digits.preprocess import load_split
 
-    result = export_bundle(MODEL, OUT)
+    train, _ = load_split("data/prepared/train.npz")
+    test, labels = load_split("data/prepared/test.npz")
+    result = export_bundle(MODEL, OUT, Int8Inputs(train, test, labels, params.export))
+    f, p = result.float32, result.parity
     log(
-        f"export: {result.path} ({result.size / 1e3:.0f} KB) and its metadata, largest probability "
-        f"difference from Keras {result.max_difference:.1e}"
+        f"export: {f.path} ({f.size / 1e3:.0f} KB), largest probability difference from Keras "
+        f"{f.max_difference:.1e}; {result.int8} ({result.int8_size / 1e3:.0f} KB), {p.changed} of {p.digits} "
+        f"test predictions changed, accuracy {p.accuracy_int8:.2%} (float32 {p.accuracy_float32:.2%})"
     )
 
 

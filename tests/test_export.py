@@ -1,4 +1,5 @@
-"""The TFLite export and the LiteRT runtime: parity with Keras, serving a .tflite file, no TF import."""
+"""The TFLite export and the LiteRT runtime: parity with Keras, the int8 file's parity with the float32 one,
+serving a .tflite file or a bundle at either precision, no TF import."""
 
 import hashlib
 import json
@@ -16,10 +17,20 @@ from fastapi.testclient import TestClient
 from helpers import ROOT, serve
 
 from digits import DigitsError
-from digits.export import TOLERANCE, export_bundle, export_tflite
+from digits.export import (
+    TOLERANCE,
+    Int8Inputs,
+    Parity,
+    check_parity,
+    export_bundle,
+    export_tflite,
+    int8_parity,
+    predict_all,
+)
 from digits.idx import read_idx
 from digits.models import load_model
-from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor, probe_images
+from digits.params import ExportParams
+from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor, model_file, probe_images
 from digits.serve import create_app, main
 from digits.shapes import to_model_input
 
@@ -33,10 +44,33 @@ def tflite_path(small_model_path, tmp_path_factory) -> Path:
     return out
 
 
+# 200 test digits: one changed prediction is already 0.5 points of accuracy.
+TINY_LIMITS = ExportParams(representative=500, int8_max_changed=2, int8_max_accuracy_change=0.01)
+
+
 @pytest.fixture(scope="module")
-def bundle(small_model_path, tmp_path_factory) -> Path:
-    """The export stage's serving bundle for the small model: serving/{model.tflite,model.json}."""
-    return export_bundle(small_model_path, tmp_path_factory.mktemp("bundle") / "serving").path.parent
+def int8_inputs(tiny_mnist_dir) -> Int8Inputs:
+    """The tiny MNIST's 600 training digits (500 calibrate) and 200 test digits, as the export stage passes
+    the prepared splits."""
+    return Int8Inputs(
+        read_idx(tiny_mnist_dir / "train-images-idx3-ubyte.gz"),
+        read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz"),
+        read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz"),
+        TINY_LIMITS,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(small_model_path, int8_inputs, tmp_path_factory) -> Path:
+    """The export stage's bundle for the small model: serving/{model.tflite,model_int8.tflite,model.json}."""
+    out = tmp_path_factory.mktemp("bundle") / "serving"
+    return export_bundle(small_model_path, out, int8_inputs).float32.path.parent
+
+
+@pytest.fixture(scope="module")
+def float_bundle(small_model_path, tmp_path_factory) -> Path:
+    """A bundle exported without int8 inputs: model.tflite and model.json only."""
+    return export_bundle(small_model_path, tmp_path_factory.mktemp("float") / "serving").float32.path.parent
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +78,11 @@ def test_digits(tiny_mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     """The 200 tiny MNIST test digits as float32 (200, 28, 28) in [0, 1], and their labels."""
     images = to_model_input(read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz"))[..., 0]
     return images, read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")
+
+
+def copy_bundle(bundle: Path, to: Path) -> Path:
+    shutil.copytree(bundle, to)
+    return to
 
 
 def sha(path: Path) -> str:
@@ -117,29 +156,39 @@ def test_export_is_byte_identical_when_rerun(small_model_path, tflite_path, tmp_
     assert again.read_bytes() == tflite_path.read_bytes()
 
 
-def test_bundle_describes_its_model_and_is_byte_identical_when_rerun(small_model_path, bundle, tmp_path):
-    assert sorted(p.name for p in bundle.iterdir()) == ["model.json", "model.tflite"]
+def test_bundle_describes_its_models_and_is_byte_identical_when_rerun(
+    small_model_path, bundle, int8_inputs, tmp_path
+):
+    names = ["model.json", "model.tflite", "model_int8.tflite"]
+    assert sorted(p.name for p in bundle.iterdir()) == names
     meta = json.loads((bundle / "model.json").read_text())
-    tflite = (bundle / "model.tflite").read_bytes()
-    assert meta["classes"] == 10
-    assert meta["files"]["model.tflite"] == {
-        "sha256": hashlib.sha256(tflite).hexdigest(),
-        "bytes": len(tflite),
-    }
+    assert meta["format"] == 2 and meta["classes"] == 10
+    for name, precision in [("model.tflite", "float32"), ("model_int8.tflite", "int8")]:
+        data = (bundle / name).read_bytes()
+        entry = meta["files"][name]
+        assert entry["precision"] == precision and LiteRTPredictor(bundle / name).precision == precision
+        assert (entry["sha256"], entry["bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
+        probes = np.array(entry["probes"])
+        np.testing.assert_allclose(probes, LiteRTPredictor(bundle / name)(probe_images()), atol=1e-6)
+    assert meta["files"]["model.tflite"]["max_difference_from_keras"] <= TOLERANCE
+    assert meta["files"]["model_int8.tflite"]["bytes"] < meta["files"]["model.tflite"]["bytes"] / 3
     assert (
         meta["source"]["model-small.keras"]["sha256"]
         == hashlib.sha256(small_model_path.read_bytes()).hexdigest()
     )
-    probes = np.array(meta["probes"]["probabilities"])
-    np.testing.assert_allclose(probes, LiteRTPredictor(bundle / "model.tflite")(probe_images()), atol=1e-6)
-    again = export_bundle(small_model_path, tmp_path / "serving").path.parent
-    for name in ["model.json", "model.tflite"]:
+    assert meta["int8"]["representative"] == {"split": "train", "digits": 500, "seed": 42}
+    again = export_bundle(small_model_path, tmp_path / "serving", int8_inputs).float32.path.parent
+    for name in names:
         assert (again / name).read_bytes() == (bundle / name).read_bytes(), name
     export_bundle(small_model_path, again)  # over an existing bundle: replaced whole, nothing left beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]
+    assert sorted(p.name for p in again.iterdir()) == ["model.json", "model.tflite"]
 
 
-def test_bundle_folder_serves_and_a_damaged_or_swapped_file_is_refused(bundle, tflite_path, tmp_path, capsys):
+def test_bundle_folder_serves_and_a_damaged_or_swapped_file_is_refused(
+    float_bundle, tflite_path, tmp_path, capsys
+):
+    bundle = float_bundle
     assert load_predictor(bundle).sha == sha(bundle / "model.tflite")  # the folder means its .tflite
     damaged = tmp_path / "damaged"
     damaged.mkdir()
@@ -154,7 +203,7 @@ def test_bundle_folder_serves_and_a_damaged_or_swapped_file_is_refused(bundle, t
     # The right hash for other bytes: still refused, by the probe pictures' answers.
     meta = json.loads((bundle / "model.json").read_text())
     meta["files"]["model.tflite"]["sha256"] = hashlib.sha256(tflite_path.read_bytes()).hexdigest()
-    meta["probes"]["probabilities"] = (np.array(meta["probes"]["probabilities"])[::-1]).tolist()
+    meta["files"]["model.tflite"]["probes"] = meta["files"]["model.tflite"]["probes"][::-1]
     (damaged / "model.tflite").write_bytes(tflite_path.read_bytes())
     (damaged / "model.json").write_text(json.dumps(meta))
     with pytest.raises(
@@ -166,6 +215,154 @@ def test_bundle_folder_serves_and_a_damaged_or_swapped_file_is_refused(bundle, t
         DigitsError, match=r"model.json: not serving bundle metadata for model.tflite \(KeyError"
     ):
         load_predictor(damaged)
+
+
+# --- int8 -------------------------------------------------------------------------------------------
+
+
+def test_int8_parity_is_computed_and_recorded(small_model_path, bundle, test_digits):
+    images, labels = test_digits
+    float32 = predict_all(LiteRTPredictor(bundle / "model.tflite"), images)
+    int8 = predict_all(LiteRTPredictor(bundle / "model_int8.tflite"), images)
+    parity = json.loads((bundle / "model.json").read_text())["int8"]["parity"]
+    assert parity == {
+        "split": "test",
+        "digits": 200,
+        "changed": int((float32.argmax(1) != int8.argmax(1)).sum()),
+        "accuracy_float32": float((float32.argmax(1) == labels).mean()),
+        "accuracy_int8": float((int8.argmax(1) == labels).mean()),
+        "accepted_changed": None,
+        "max_changed": 2,
+        "max_accuracy_change": 0.01,
+        "passed": True,
+    }
+    assert parity["changed"] <= 2 and parity["accuracy_int8"] > 0.95
+    # int8 inside, float32 outside: probabilities, and a float softmax (not multiples of 1/256).
+    assert int8.dtype == np.float32
+    np.testing.assert_allclose(int8.sum(1), 1, atol=1e-5)
+    assert not np.allclose(int8 * 256, np.round(int8 * 256), atol=1e-3)
+    np.testing.assert_allclose(int8, float32, atol=0.1)
+    singles = np.concatenate([LiteRTPredictor(bundle / "model_int8.tflite")(x[None]) for x in images[:20]])
+    np.testing.assert_array_equal(singles, int8[:20])  # integer kernels: batch size changes nothing
+
+
+def test_int8_parity_counts_changes_and_accept_decisions():
+    float32 = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    int8 = np.array([[0.8, 0.2], [0.4, 0.6], [0.2, 0.8]])
+    parity = int8_parity(float32, int8, np.array([0, 0, 1]), accept=lambda p: p.max(1) >= 0.7)
+    assert parity == Parity(3, 1, 1.0, 2 / 3, accepted_changed=0)  # [1] is rejected both times
+    assert int8_parity(float32, int8, np.array([0, 0, 1]), lambda p: p.max(1) >= 0.85).accepted_changed == 1
+    assert int8_parity(float32, int8, np.array([0, 0, 1])).accepted_changed is None
+
+
+def test_parity_failure_names_each_figure_and_its_limit():
+    limits = ExportParams()
+    check_parity(Parity(10000, 5, 0.9958, 0.9955), limits)  # at both limits: passes
+    with pytest.raises(DigitsError) as failed:
+        check_parity(Parity(10000, 6, 0.9958, 0.9954, accepted_changed=2), limits)
+    assert str(failed.value) == (
+        "the int8 model fails its parity check against the float32 one: it changes 6 of 10000 test "
+        "predictions (export.int8_max_changed: 5); its test accuracy is 99.54% against float32's 99.58%, "
+        "0.04 points apart (export.int8_max_accuracy_change: 0.03 points); it accepts or rejects 2 test "
+        "digits otherwise (allowed: 0); nothing exported (raise the limits in params.yaml to accept it)"
+    )
+
+
+def test_export_whose_int8_fails_parity_writes_nothing(small_model_path, int8_inputs, tmp_path, monkeypatch):
+    import digits.export
+
+    strict = Int8Inputs(int8_inputs.train, int8_inputs.test, int8_inputs.labels, ExportParams())
+    monkeypatch.setattr(digits.export, "int8_parity", lambda *_: Parity(200, 7, 0.99, 0.97))
+    with pytest.raises(
+        DigitsError, match=r"changes 7 of 200 test predictions \(export.int8_max_changed: 5\)"
+    ):
+        export_bundle(small_model_path, tmp_path / "serving", strict)
+    assert list(tmp_path.iterdir()) == []  # neither the bundle nor its temp folder
+
+
+def test_precision_picks_the_bundle_file(bundle, float_bundle, small_model_path, tmp_path):
+    picked = {p: load_predictor(bundle, precision=p) for p in ("auto", "int8", "float32")}
+    assert [(p.path.name, p.precision) for p in picked.values()] == [
+        ("model_int8.tflite", "int8"),
+        ("model_int8.tflite", "int8"),
+        ("model.tflite", "float32"),
+    ]
+    assert picked["auto"].sha == sha(bundle / "model_int8.tflite")
+    # A bundle without an int8 file (or from before int8): auto serves float32, int8 is refused.
+    assert model_file(float_bundle) == float_bundle / "model.tflite"
+    with pytest.raises(
+        DigitsError, match=r"no int8 model to serve \(model.json lists no model_int8.tflite\)"
+    ):
+        load_predictor(float_bundle, precision="int8")
+    # A failed parity check recorded (the export stage writes none, but a hand-edited bundle might).
+    failed = copy_bundle(bundle, tmp_path / "failed")
+    meta = json.loads((failed / "model.json").read_text())
+    meta["int8"]["parity"]["passed"] = False
+    (failed / "model.json").write_text(json.dumps(meta))
+    assert model_file(failed) == failed / "model.tflite"
+    with pytest.raises(DigitsError, match="says its parity check failed"):
+        model_file(failed, "int8")
+    # A precision chooses within a folder; for a file it is an error, not silently ignored.
+    with pytest.raises(DigitsError, match="chooses a file in a serving bundle folder"):
+        load_predictor(bundle / "model.tflite", precision="int8")
+    with pytest.raises(DigitsError, match="chooses a file in a serving bundle folder"):
+        load_predictor(small_model_path, precision="float32")
+
+
+def test_damaged_or_swapped_int8_file_is_refused(bundle, tmp_path):
+    damaged = copy_bundle(bundle, tmp_path / "damaged")
+    data = bytearray((bundle / "model_int8.tflite").read_bytes())
+    data[-100] ^= 0xFF
+    (damaged / "model_int8.tflite").write_bytes(data)
+    with pytest.raises(
+        DigitsError, match=r"model_int8.tflite: sha256 .* is not the .* damaged or was replaced"
+    ):
+        load_predictor(damaged)
+    assert load_predictor(damaged, precision="float32").precision == "float32"  # the other file still serves
+    # The float32 file under the int8 name, with a matching hash: its probe answers give it away.
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["files"]["model_int8.tflite"]["sha256"] = meta["files"]["model.tflite"]["sha256"]
+    meta["files"]["model_int8.tflite"]["probes"] = meta["files"]["model_int8.tflite"]["probes"][::-1]
+    (damaged / "model_int8.tflite").write_bytes((bundle / "model.tflite").read_bytes())
+    (damaged / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DigitsError, match=r"model_int8.tflite: answers the probe pictures .* \(allowed 0.0001\)"
+    ):
+        load_predictor(damaged)
+
+
+def test_a_format_1_bundle_still_serves(float_bundle, tmp_path):
+    """The bundle as exported before int8: one file, its probe outputs at the top level."""
+    old = copy_bundle(float_bundle, tmp_path / "old")
+    meta = json.loads((old / "model.json").read_text())
+    entry = meta["files"]["model.tflite"]
+    meta = {
+        "format": 1,
+        "classes": 10,
+        "files": {"model.tflite": {"sha256": entry["sha256"], "bytes": entry["bytes"]}},
+        "probes": {"images": "digits.runtime.probe_images()", "probabilities": entry["probes"]},
+    }
+    (old / "model.json").write_text(json.dumps(meta))
+    assert load_predictor(old).sha == sha(old / "model.tflite")
+
+
+def test_cli_precision_flag(bundle, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    for flag, name, precision in [
+        ([], "model_int8.tflite", "int8"),
+        (["--precision", "float32"], "model.tflite", "float32"),
+        (["--precision", "int8"], "model_int8.tflite", "int8"),
+    ]:
+        assert main(["--model", str(bundle), *flag]) == 0
+        with TestClient(served[-1]) as client:
+            ready = client.get("/ready").json()
+        assert ready == {"status": "ready", "model": sha(bundle / name), "file": name, "precision": precision}
+        assert f"serving {bundle / name} (LiteRT" in capsys.readouterr().err
+    assert main(["--model", str(bundle / "model.tflite"), "--precision", "int8"]) == 1
+    assert "chooses a file in a serving bundle folder" in capsys.readouterr().err
 
 
 def test_export_that_fails_the_check_writes_nothing(small_model_path, tmp_path, monkeypatch):
@@ -199,7 +396,12 @@ def test_bad_model_files_are_clear_errors(tmp_path):
 def test_serve_app_runs_the_tflite_model(tflite_path, test_digits):
     images, labels = test_digits
     with TestClient(create_app(tflite_path)) as client:
-        assert client.get("/ready").json() == {"status": "ready", "model": sha(tflite_path)}
+        assert client.get("/ready").json() == {
+            "status": "ready",
+            "model": sha(tflite_path),
+            "file": tflite_path.name,
+            "precision": "float32",
+        }
         pixels = (images[:3] * 255).round().astype(int).tolist()
         one = client.post("/api/predict", json={"pixels": pixels[0]})
         assert one.status_code == 200
@@ -219,8 +421,8 @@ def test_cli_serves_the_bundle_by_default(bundle, small_model_path, tmp_path, mo
     (tmp_path / "models/model.keras").write_bytes(small_model_path.read_bytes())
     shutil.copytree(bundle, tmp_path / "models/serving")
     assert main([]) == 0
-    with TestClient(served[0]) as client:
-        assert client.get("/ready").json()["model"] == sha(bundle / "model.tflite")
+    with TestClient(served[0]) as client:  # the int8 file: its parity check passed
+        assert client.get("/ready").json()["model"] == sha(bundle / "model_int8.tflite")
     shutil.rmtree(tmp_path / "models/serving")
     assert main([]) == 0  # no export: the .keras file
     with TestClient(served[1]) as client:
@@ -243,9 +445,11 @@ print(json.dumps({
 """
 
 
-def test_serving_a_tflite_model_never_imports_tensorflow(tflite_path, tiny_mnist_dir):
+@pytest.mark.parametrize("served", ["model.tflite", "bundle (int8)"])
+def test_serving_a_tflite_model_never_imports_tensorflow(served, tflite_path, bundle, tiny_mnist_dir):
+    path = tflite_path if served == "model.tflite" else bundle
     done = subprocess.run(
-        [sys.executable, "-c", SERVE_WITHOUT_TF, str(tflite_path), str(tiny_mnist_dir)],
+        [sys.executable, "-c", SERVE_WITHOUT_TF, str(path), str(tiny_mnist_dir)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -47,7 +47,12 @@ def test_health_and_ready(client, small_model_path):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     sha = hashlib.sha256(small_model_path.read_bytes()).hexdigest()[:12]
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "model": sha}
+    assert ready.status_code == 200 and ready.json() == {
+        "status": "ready",
+        "model": sha,
+        "file": "model-small.keras",
+        "precision": "float32",
+    }
 
 
 def test_not_ready_before_startup(small_model_path):
