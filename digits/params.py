@@ -49,7 +49,27 @@ class AugmentParams(_Section):
     shift: Annotated[float, Field(ge=0, lt=1)] = 0.1  # fraction of the image side, +-
     elastic_alpha: Annotated[float, Field(ge=0)] = 0.0  # pixels; 0 disables elastic distortion
     elastic_sigma: Annotated[float, Field(gt=0)] = 4.0
+    # Degradations, each on its own random `effects_share` of the digits (digits.augment.degrade).
+    noise: Annotated[float, Field(ge=0, le=1)] = 0.4  # uniform noise, amplitude up to this x 255; 0 = off
+    blur: Annotated[float, Field(ge=0, le=3)] = 0.0  # Gaussian blur, sigma up to this many pixels; 0 = off
+    thickness: Annotated[int, Field(ge=0, le=1)] = 0  # 1: strokes 1 px thicker or thinner; 0 = off
+    effects_share: Annotated[float, Field(ge=0, le=1)] = 0.3
     preview: Annotated[int, Field(ge=1, le=64)] = 12
+    seed: Annotated[int, Field(ge=0)] = 42
+
+
+Family = Literal["letters", "strokes", "shapes", "noise", "scribbles"]
+
+
+class NegativesParams(_Section):
+    # Generated non-digits (digits.negatives): trained on with a uniform target, and used to check rejection.
+    # Seen every training epoch (uniform target), spread over the training families; 0: none (the default).
+    train: Annotated[int, Field(ge=0)] = 0
+    val: Annotated[int, Field(ge=0)] = (
+        2000  # training families, other seeds: reported when choosing the threshold
+    )
+    test: Annotated[int, Field(ge=1)] = 1000  # per family, other seeds again: the openset stage's report
+    heldout: Family = "scribbles"  # never trained on nor used to choose anything: reported on its own
     seed: Annotated[int, Field(ge=0)] = 42
 
 
@@ -73,7 +93,8 @@ class TrainParams(_Section):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     patience: Annotated[int, Field(ge=0)] = 0  # early stopping on val accuracy; 0 disables
     seed: Annotated[int, Field(ge=0)] = 42
-    distribute: Literal["default", "mirrored"] = "default"  # mirrored: every local GPU
+    # mirrored: every local GPU (TensorFlow). multi_host: one process per host, Keras on JAX (README).
+    distribute: Literal["default", "mirrored", "multi_host"] = "default"
 
 
 class EnsembleParams(_Section):
@@ -95,6 +116,21 @@ class EvaluateParams(_Section):
     tta: bool = False
     tta_shift: Annotated[int, Field(ge=1, le=4)] = 1  # pixels, each of the four directions
     tta_rotation: Annotated[float, Field(gt=0, le=30)] = 10.0  # degrees, both ways
+
+
+class CalibrateParams(_Section):
+    # The rejection threshold is the calibrated top probability that rejects this share of the validation
+    # digits (seen through the server's preprocessing).
+    false_rejection: Annotated[float, Field(ge=0, lt=1)] = 0.0025
+    unsure_mass: Annotated[float, Field(gt=0, le=1)] = (
+        0.8  # a rejected answer whose top two hold this: "unsure"
+    )
+    bins: Annotated[int, Field(ge=2, le=100)] = 15  # reliability diagram and ECE
+
+
+class OpensetParams(_Section):
+    samples: Annotated[int, Field(ge=1)] = 10000  # per set (MNIST test, Fashion-MNIST test, each corruption)
+    seed: Annotated[int, Field(ge=0)] = 42  # pure noise and font digits
 
 
 class RobustnessParams(_Section):
@@ -123,6 +159,9 @@ class ExportParams(_Section):
     seed: Annotated[int, Field(ge=0)] = 42
     int8_max_changed: Annotated[int, Field(ge=0)] = 5
     int8_max_accuracy_change: Annotated[float, Field(ge=0, le=1)] = 0.0003
+    # Accept/reject decisions it may flip: int8 probabilities move by up to ~1/256, so a digit whose score
+    # sits on the threshold can cross it.
+    int8_max_accept_changed: Annotated[int, Field(ge=0)] = 5
 
 
 class Params(_Section):
@@ -136,6 +175,9 @@ class Params(_Section):
     robustness: RobustnessParams = RobustnessParams()
     export: ExportParams = ExportParams()
     fashion: FashionParams = FashionParams()
+    negatives: NegativesParams = NegativesParams()
+    calibrate: CalibrateParams = CalibrateParams()
+    openset: OpensetParams = OpensetParams()
 
     @model_validator(mode="after")
     def _members_differ_from_main(self) -> Params:

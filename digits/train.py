@@ -2,12 +2,19 @@
 
 The pipeline runs Keras on TensorFlow; the default strategy also runs on any other Keras backend (JAX on
 a GPU, say), which benchmarks/seeds.py uses; `mirrored` is tf.distribute's MirroredStrategy.
+`multi_host` trains one model across several processes (one per host, the same command on each) with
+Keras's distribution API on JAX: set KERAS_BACKEND=jax and the variables `cluster_from_env` reads. Keras 3
+on TensorFlow cannot train across hosts (keras-team/keras#20585), and on one CPU machine TensorFlow is the
+faster backend (JAX ~3x slower on 2 vCPUs), so `multi_host` is for several hosts or GPUs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +24,7 @@ import numpy as np
 
 from digits import DigitsError
 from digits.params import ModelParams, TrainParams
-from digits.shapes import SIDE, one_hot, to_model_input
+from digits.shapes import NUM_CLASSES, SIDE, one_hot, to_model_input
 
 
 def make_deterministic(seed: int) -> None:
@@ -37,6 +44,8 @@ def distribution_strategy(name: str) -> Any:
     """
     if name == "default":
         return None
+    if name == "multi_host":
+        return multi_host_distribution()
     if keras.backend.backend() != "tensorflow":
         raise DigitsError(
             f"train.distribute={name} needs the TensorFlow backend, not {keras.backend.backend()!r}"
@@ -45,7 +54,117 @@ def distribution_strategy(name: str) -> Any:
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    raise DigitsError(f"train.distribute={name!r}: unknown (allowed: default, mirrored)")
+    raise DigitsError(f"train.distribute={name!r}: unknown (allowed: default, mirrored, multi_host)")
+
+
+def cluster_from_env(env: Mapping[str, str] = os.environ) -> tuple[str | None, int | None, int | None]:
+    """(coordinator host:port, number of processes, this process's id) of a multi_host run.
+
+    DIGITS_COORDINATOR, DIGITS_NUM_PROCESSES and DIGITS_PROCESS_ID first, else torchrun's MASTER_ADDR +
+    MASTER_PORT, WORLD_SIZE and RANK (which many launchers and Kubernetes operators set). What neither gives
+    stays None, and jax.distributed.initialize finds it itself under Slurm, Open MPI or on Cloud TPU.
+    """
+
+    def number(*names: str) -> int | None:
+        for name in names:
+            if env.get(name):
+                try:
+                    return int(env[name])
+                except ValueError:
+                    raise DigitsError(f"{name}={env[name]!r} is not a whole number") from None
+        return None
+
+    coordinator = env.get("DIGITS_COORDINATOR") or None
+    if not coordinator and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+        coordinator = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
+    return coordinator, number("DIGITS_NUM_PROCESSES", "WORLD_SIZE"), number("DIGITS_PROCESS_ID", "RANK")
+
+
+def multi_host_distribution() -> keras.distribution.DataParallel:
+    """Join the other processes of a multi_host run; make Keras train data-parallel on all their devices.
+
+    Every variable is replicated on every device and each step's gradients are summed across all of them
+    (NCCL between GPUs, gloo over TCP between CPUs), so every process holds the same weights. Call it
+    before the model is built; it joins the other processes once.
+    """
+    if keras.backend.backend() != "jax":
+        raise DigitsError(
+            "train.distribute=multi_host needs Keras's JAX backend: set KERAS_BACKEND=jax on every host "
+            f"(the backend now is {keras.backend.backend()!r}) and install JAX (pip install '.[multihost]')"
+        )
+    import jax
+
+    if not jax.distributed.is_initialized():
+        # CPU processes need a collectives library to exchange gradients at all; GPUs use NCCL regardless.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        coordinator, processes, process = cluster_from_env()
+        try:
+            jax.distributed.initialize(coordinator, processes, process)
+        except (ValueError, RuntimeError) as e:
+            raise DigitsError(
+                f"train.distribute=multi_host could not join the other processes ({e}); set "
+                "DIGITS_COORDINATOR (host:port of process 0), DIGITS_NUM_PROCESSES and DIGITS_PROCESS_ID"
+            ) from e
+    # Each process feeds its own share of every batch (ProcessShare): Keras must not shard it again.
+    distribution = keras.distribution.DataParallel(auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+def process_index(distribute: str) -> int:
+    """This process's rank: 0 unless it is another process of a multi_host run (which it joins first)."""
+    if distribute != "multi_host":
+        return 0
+    multi_host_distribution()
+    import jax
+
+    return jax.process_index()
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of the model's weights, bit for bit: every process of a multi_host run ends with the same."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+NOT_A_DIGIT = -1  # the label of a generated non-digit in the training set
+
+
+def soft_targets(labels: np.ndarray) -> np.ndarray:
+    """One-hot rows for digits, a uniform row for NOT_A_DIGIT (outlier exposure: "none of them")."""
+    labels = np.asarray(labels, dtype=np.int64)
+    digits = labels != NOT_A_DIGIT
+    out = np.full((len(labels), NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
+    out[digits] = one_hot(labels[digits])
+    return out
+
+
+class DigitAccuracy(keras.metrics.Mean):
+    """Accuracy over the digits only: rows with a uniform target (non-digits) have no right answer."""
+
+    def __init__(self, name: str = "accuracy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        ops = keras.ops
+        is_digit = ops.cast(ops.max(y_true, axis=-1) > 0.5, "float32")
+        hit = ops.cast(ops.argmax(y_true, axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+        super().update_state(hit, sample_weight=is_digit)
+
+
+def with_negatives(
+    copies: np.ndarray, labels: np.ndarray, negatives: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every copy of the training digits followed by the same non-digits, labelled NOT_A_DIGIT."""
+    if not len(negatives):
+        return copies, labels
+    tiled = np.broadcast_to(negatives, (len(copies), *negatives.shape))
+    return (
+        np.concatenate([copies, tiled], axis=1),
+        np.concatenate([np.asarray(labels, np.int64), np.full(len(negatives), NOT_A_DIGIT)]),
+    )
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -65,7 +184,7 @@ def epoch_dataset(copies: np.ndarray, labels: np.ndarray, batch_size: int, seed:
     # Row e holds epoch e's order as indices into the copies stacked end to end.
     orders = np.stack([epoch_order(seed, e, n) + (e % n_copies) * n for e in range(epochs)])
     images = tf.constant(copies.reshape(n_copies * n, SIDE, SIDE, 1))
-    targets = tf.constant(one_hot(labels))
+    targets = tf.constant(soft_targets(labels))
 
     def batch(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # x / 255 in float32, like to_model_input: the same bits.
@@ -88,7 +207,7 @@ class EpochCopies(keras.utils.PyDataset):
         if copies.ndim != 4 or copies.shape[1] != len(labels):
             raise ValueError(f"copies must be (n_copies, n, 28, 28) matching {len(labels)} labels")
         self.copies = copies
-        self.targets = one_hot(labels)
+        self.targets = soft_targets(labels)
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
@@ -108,6 +227,48 @@ class EpochCopies(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._order = self._permutation()
+
+
+class ProcessShare(EpochCopies):
+    """This process's share of EpochCopies' batches in a multi_host run.
+
+    Every process walks the same epoch order (same seed) and takes slice `process` of `processes` equal
+    slices of each batch: the shares are disjoint, together they are the batch one process would train on
+    (train.batch_size stays the global batch, so the recipe keeps its meaning), and every process runs the
+    same number of steps, which it must, since each step waits for all. The epoch's last, short batch is
+    topped up with digits from the start of the epoch so that it, too, splits evenly over every device.
+    Without arguments it reads this process's place from JAX (after multi_host_distribution).
+    """
+
+    def __init__(
+        self,
+        copies: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        seed: int,
+        process: int | None = None,
+        processes: int | None = None,
+        devices: int | None = None,
+    ) -> None:
+        if process is None or processes is None or devices is None:
+            import jax
+
+            process, processes, devices = jax.process_index(), jax.process_count(), jax.device_count()
+        if batch_size % devices:
+            raise DigitsError(
+                f"train.batch_size={batch_size} does not split evenly over the {devices} devices of this "
+                "multi_host run: make it a multiple of the number of devices"
+            )
+        super().__init__(copies, labels, batch_size, seed)
+        self.process, self.processes, self.devices = process, processes, devices
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        idx = np.concatenate([idx, self._order[: -len(idx) % self.devices]])
+        share = len(idx) // self.processes
+        idx = idx[self.process * share : (self.process + 1) * share]
+        images = self.copies[self.epoch % len(self.copies)][idx]
+        return to_model_input(images), self.targets[idx]
 
 
 @dataclass
@@ -144,6 +305,8 @@ def train_model(
     if keras.backend.backend() == "tensorflow":
         data = epoch_dataset(train_copies, train_labels, params.batch_size, params.seed, params.epochs)
         steps = math.ceil(len(train_labels) / params.batch_size)
+    elif params.distribute == "multi_host":
+        data, steps = ProcessShare(train_copies, train_labels, params.batch_size, params.seed), None
     else:
         data, steps = EpochCopies(train_copies, train_labels, params.batch_size, params.seed), None
     if params.schedule == "exponential":
@@ -192,7 +355,7 @@ def compile_for(model: keras.Model, params: TrainParams, n_train: int) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(params, math.ceil(n_train / params.batch_size))),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
-        metrics=["accuracy"],
+        metrics=[DigitAccuracy()],
     )
 
 
@@ -212,4 +375,9 @@ def build_and_train(
     with strategy.scope() if strategy else nullcontext():
         model = build_model(model_params)
         compile_for(model, train_params, len(train_labels))
-    return train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)
+    result = train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)
+    if train_params.distribute == "multi_host":
+        # Under the distribution every new variable is a step all processes must take together, and saving
+        # creates some (a fresh optimizer): process 0 would wait for the others forever. Training is done.
+        keras.distribution.set_distribution(None)
+    return result

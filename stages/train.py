@@ -1,8 +1,11 @@
 """Train the CNN on the augmented training split, selecting weights on the validation split.
 
-Reads data/prepared/{train,val}.npz and data/augmented/train.npz. The main model (no arguments) writes
+Reads data/prepared/{train,val}.npz, data/augmented/train.npz and data/negatives/train.npz (generated
+non-digits, trained towards a uniform output: outlier exposure). The main model (no arguments) writes
 models/model.keras, metrics/train.json and the per-epoch DVCLive curves under plots/training/.
 `--member SEED` trains an ensemble member with that seed instead: models/members/seed-SEED.{keras,json}.
+With train.distribute=multi_host, every host runs this script and only process 0 writes the outputs
+(README: Training across hosts).
 """
 
 import argparse
@@ -18,23 +21,36 @@ def main(params: Params, member: int | None) -> None:
     from dvclive.keras import DVCLiveCallback
 
     from digits.preprocess import load_split, load_training_copies
-    from digits.train import TrainResult, build_and_train
+    from digits.train import TrainResult, build_and_train, process_index, weights_digest, with_negatives
 
-    copies, train_y = load_training_copies()
+    rank = process_index(params.train.distribute)  # 0 unless another host of a multi_host run
+    copies, digit_y = load_training_copies()
+    negatives, _ = load_split("data/negatives/train.npz")
+    copies, train_y = with_negatives(copies, digit_y, negatives)
     val_x, val_y = load_split("data/prepared/val.npz")
     train_params = params.train if member is None else params.train.model_copy(update={"seed": member})
     name = "main model" if member is None else f"ensemble member seed {member}"
-    log(f"train: {name}, {len(train_y)} digits x {len(copies)} copies, {len(val_y)} for validation")
+    log(
+        f"train: {name}, {len(digit_y)} digits x {len(copies)} copies + {len(negatives)} non-digits, "
+        f"{len(val_y)} digits for validation"
+    )
 
     def fit(callbacks: list) -> TrainResult:
         return build_and_train(params.model, train_params, copies, train_y, val_x, val_y, callbacks=callbacks)
 
-    if member is None:
+    if member is None and rank == 0:
         with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:
             result = fit([DVCLiveCallback(live=live)])
-        model_path, metrics_path = Path("models/model.keras"), Path("metrics/train.json")
     else:
         result = fit([])
+    if train_params.distribute == "multi_host":
+        # Every process must end with the same weights: this line lets one compare the hosts' logs.
+        log(f"train: process {rank}, weights sha256 {weights_digest(result.model)}")
+    if rank:
+        return  # process 0 (the host DVC runs on) writes the outputs; the others write nothing
+    if member is None:
+        model_path, metrics_path = Path("models/model.keras"), Path("metrics/train.json")
+    else:
         model_path = Path(f"models/members/seed-{member}.keras")
         metrics_path = model_path.with_suffix(".json")
     save_model(result.model, model_path)

@@ -16,10 +16,13 @@ STAGES = [
     "fashion",
     "preprocess",
     "augment",
+    "negatives",
     "train",
     "evaluate",
+    "calibrate",
     "ensemble",
     "robustness",
+    "openset",
     "export",
     "submission",
 ]
@@ -49,6 +52,8 @@ def tiny_params(tiny_mnist_dir: Path) -> dict:
     params["model"].update(preset="seed", filters=[8, 16], dense=32)
     params["train"].update(epochs=3, batch_size=32, lr=0.003, patience=0)
     params["evaluate"].update(gallery=12)
+    params["negatives"].update(train=100, val=40, test=10)
+    params["openset"].update(samples=100)
     # 200 test digits and a barely trained model: one changed prediction is already 0.5 points.
     params["export"].update(representative=100, int8_max_changed=20, int8_max_accuracy_change=0.05)
     return params

@@ -167,3 +167,22 @@ def test_distribute_default_needs_no_strategy_and_unknown_names_fail() -> None:
     assert distribution_strategy("default") is None
     with pytest.raises(DigitsError, match="unknown"):
         distribution_strategy("multi_worker")
+
+
+def test_non_digits_get_a_uniform_target_and_no_accuracy() -> None:
+    from digits.train import NOT_A_DIGIT, DigitAccuracy, soft_targets, with_negatives
+
+    targets = soft_targets(np.array([3, NOT_A_DIGIT, 0]))
+    np.testing.assert_array_equal(targets[0], np.eye(10)[3])
+    np.testing.assert_allclose(targets[1], 0.1)
+    copies = np.zeros((2, 3, 28, 28), np.uint8)
+    negatives = np.full((2, 28, 28), 7, np.uint8)
+    both, labels = with_negatives(copies, np.array([1, 2, 3]), negatives)
+    assert both.shape == (2, 5, 28, 28) and (both[:, 3:] == 7).all()
+    assert labels.tolist() == [1, 2, 3, NOT_A_DIGIT, NOT_A_DIGIT]
+    metric = DigitAccuracy()
+    # Two digits (one right, one wrong) and a non-digit whose argmax would count as wrong for class 0.
+    y_true = soft_targets(np.array([1, 2, NOT_A_DIGIT]))
+    y_pred = np.eye(10, dtype=np.float32)[[1, 5, 7]]
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == pytest.approx(0.5)
