@@ -47,7 +47,10 @@ BAD = [
     ({"augment": {"rotation": 270}}, "augment.rotation: Input should be less than or equal to 180"),
     ({"augment": {"seed": -1}}, "augment.seed: Input should be greater than or equal to 0"),
     ({"train": {"seed": True}}, "train.seed: Input should be a valid integer"),
-    ({"train": {"distribute": "tpu"}}, "train.distribute: Input should be 'default', 'mirrored' or 'multi_host'"),
+    (
+        {"train": {"distribute": "tpu"}},
+        "train.distribute: Input should be 'default', 'mirrored' or 'multi_host'",
+    ),
     ({"ensemble": {"seeds": [1, 1]}}, "ensemble.seeds: seeds must be distinct (got [1, 1])"),
     ({"ensemble": {"seeds": [-3]}}, "ensemble.seeds.0: Input should be greater than or equal to 0"),
     ({"ensemble": {"seeds": 3}}, "ensemble.seeds: Input should be a valid list"),
