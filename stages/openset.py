@@ -56,7 +56,8 @@ def main(params: Params) -> None:
     test_x, test_y = test_x[keep], test_y[keep]
     probs, digit_scores = judge(test_x)
     report = {"threshold": calibration.threshold, "mnist": digits_report(probs, digit_scores, test_y)}
-    font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), negatives.generator(p.seed, "font digits"))
+    font_rng = negatives.generator(p.seed, "font digits")
+    font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), font_rng)
     report["font_digits"] = digits_report(*judge(font_x), font_y)
 
     scores = {"MNIST test": digit_scores}
@@ -67,7 +68,8 @@ def main(params: Params) -> None:
     for i, family in enumerate(negatives.FAMILIES):
         held = " (held out)" if family == params.negatives.heldout else ""
         scores[family + held] = neg_scores[neg_family == i]
-    scores["pure noise"] = judge(negatives.pure_noise(min(NOISE, p.samples), negatives.generator(p.seed, "noise")))[1]
+    noise = negatives.pure_noise(min(NOISE, p.samples), negatives.generator(p.seed, "noise"))
+    scores["pure noise"] = judge(noise)[1]
     report["non_digits"] = {
         name: c.rejection_metrics(digit_scores, s, calibration.threshold) | {"n": len(s)}
         for name, s in list(scores.items())[1:]

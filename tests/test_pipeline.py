@@ -49,6 +49,27 @@ def test_metrics_are_sane(repo: Path) -> None:
     assert curve[0].split("\t") == ["step", "accuracy"] and len(curve) == 4
 
 
+def test_calibration_and_openset_reports(repo: Path) -> None:
+    calibration = json.loads((repo / "models/calibration.json").read_text())
+    assert set(calibration) == {"temperature", "threshold", "unsure_mass"} and calibration["temperature"] > 0
+    calibrate = json.loads((repo / "metrics/calibrate.json").read_text())
+    for when in ("test_before", "test_after"):
+        assert set(calibrate[when]) == {"ece", "nll", "brier"}
+    # Temperature scaling minimises the validation NLL; on the test digits it may not win, but it is close.
+    assert calibrate["test_after"]["nll"] <= calibrate["test_before"]["nll"] * 1.2
+    assert 0 <= calibrate["val_false_rejection"] <= 0.0025 + 1 / 60  # 60 validation digits
+    openset = json.loads((repo / "metrics/openset.json").read_text())
+    assert openset["mnist"]["n"] == 100 and openset["font_digits"]["n"] == 100
+    families = ["letters", "strokes", "shapes", "noise", "scribbles (held out)"]
+    assert set(openset["non_digits"]) == {"Fashion-MNIST", *families, "pure noise"}
+    assert openset["non_digits"]["Fashion-MNIST"]["n"] == 100
+    for m in openset["non_digits"].values():
+        assert 0 <= m["rejected"] <= 1 and 0 <= m["auroc"] <= 1
+    assert set(openset["corruptions"]) >= {"gaussian_noise", "thin"}
+    bundle = json.loads((repo / "models/serving/model.json").read_text())
+    assert bundle["calibration"] == calibration  # the server applies what calibrate chose
+
+
 def test_dag_has_every_stage(repo: Path) -> None:
     dag = run(repo, "dvc", "dag", "--md")
     for stage in STAGES:
@@ -64,11 +85,17 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
 def test_plots_show_draws_each_plot_once(repo: Path) -> None:
     shown = json.loads(run(repo, "dvc", "plots", "show", "--json"))
     assert "errors" not in shown, shown["errors"]
-    csv = ["confusion.csv", "per_class.csv", "robustness.csv"]
+    csv = ["confusion.csv", "per_class.csv", "robustness.csv", "openset.csv"]
     pngs = ["augment_preview.png", "confusion.png", "misclassified.png", "robustness_examples.png"]
+    pngs += ["reliability.png", "openset_scores.png"]
     ensemble = [f"ensemble/{f}" for f in ["members.csv", "confusion.csv", "per_class.csv"]]
     ensemble += ["ensemble/confusion.png", "ensemble/misclassified.png"]
-    expected = {"Accuracy per epoch", "Loss per epoch", *(f"plots/{f}" for f in csv + pngs + ensemble)}
+    overlays = {
+        "Accuracy per epoch",
+        "Loss per epoch",
+        "Reliability (test digits, before and after temperature scaling)",
+    }
+    expected = {*overlays, *(f"plots/{f}" for f in csv + pngs + ensemble)}
     assert set(shown["data"]) == expected
 
 
