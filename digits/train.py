@@ -154,6 +154,32 @@ class DigitAccuracy(keras.metrics.Mean):
         super().update_state(hit, sample_weight=is_digit)
 
 
+def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 1000) -> None:
+    """Set every batch norm's moving mean and variance to its input's statistics on these uint8 digits.
+
+    The moving averages are left behind by training: they follow augmented (and, with negatives, mixed)
+    batches while the weights change fast under one-cycle. A model that has learnt to answer "none of
+    them" is sensitive to that: its clean validation accuracy fell from 99.4% to 98.4% with them, and came
+    back with statistics measured on clean training digits (README: Knowing when it doesn't know). Layer by
+    layer, in order, so each sees the recalibrated layers before it; dropout is off, as when serving.
+    """
+    layers_ = model.layers
+    for k, layer in enumerate(layers_):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(images), chunk):
+            h = keras.ops.convert_to_tensor(to_model_input(images[start : start + chunk]))
+            for before in layers_[:k]:
+                h = before(h, training=False)
+            h = keras.ops.convert_to_numpy(h).astype(np.float64)
+            flat = h.reshape(-1, h.shape[-1])
+            total, total_sq, count = total + flat.sum(0), total_sq + (flat**2).sum(0), count + len(flat)
+        mean = total / count
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0).astype(np.float32))
+
+
 def with_negatives(
     copies: np.ndarray, labels: np.ndarray, negatives: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +393,9 @@ def build_and_train(
     val_images: np.ndarray,
     val_labels: np.ndarray,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
+    clean_digits: np.ndarray | None = None,
 ) -> TrainResult:
+    """Build, fit, and with `clean_digits` (uint8, unaugmented) recalibrate the batch norms on them."""
     from digits.models import build_model
 
     strategy = distribution_strategy(train_params.distribute)
@@ -380,4 +408,6 @@ def build_and_train(
         # Under the distribution every new variable is a step all processes must take together, and saving
         # creates some (a fresh optimizer): process 0 would wait for the others forever. Training is done.
         keras.distribution.set_distribution(None)
+    if clean_digits is not None:
+        recalibrate_batch_norm(result.model, clean_digits)
     return result

@@ -35,8 +35,20 @@ def main(params: Params, member: int | None) -> None:
         f"{len(val_y)} digits for validation"
     )
 
+    clean, _ = load_split("data/prepared/train.npz")
+    clean = clean[: params.train.bn_digits]
+
     def fit(callbacks: list) -> TrainResult:
-        return build_and_train(params.model, train_params, copies, train_y, val_x, val_y, callbacks=callbacks)
+        return build_and_train(
+            params.model,
+            train_params,
+            copies,
+            train_y,
+            val_x,
+            val_y,
+            callbacks,
+            clean if len(clean) else None,
+        )
 
     if member is None and rank == 0:
         with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:

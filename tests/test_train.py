@@ -186,3 +186,36 @@ def test_non_digits_get_a_uniform_target_and_no_accuracy() -> None:
     y_pred = np.eye(10, dtype=np.float32)[[1, 5, 7]]
     metric.update_state(y_true, y_pred)
     assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_batch_norm_recalibration_measures_the_given_digits() -> None:
+    import keras
+
+    from digits.shapes import to_model_input
+    from digits.train import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(3, use_bias=False),
+            keras.layers.BatchNormalization(),
+        ]
+    )
+    first, second = (x for x in model.layers if isinstance(x, keras.layers.BatchNormalization))
+    first.moving_mean.assign(np.full(4, 9.0, np.float32))  # stale statistics, far off
+    digits = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    recalibrate_batch_norm(model, digits, chunk=128)  # chunks that do not divide 300
+    conv = np.asarray(model.layers[0](to_model_input(digits))).reshape(-1, 4)
+    np.testing.assert_allclose(np.asarray(first.moving_mean), conv.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(first.moving_variance), conv.var(0), rtol=1e-3, atol=1e-6)
+    # The second sees the first already recalibrated, and no dropout.
+    h = to_model_input(digits)
+    for layer in model.layers[:6]:
+        h = layer(h, training=False)
+    np.testing.assert_allclose(np.asarray(second.moving_mean), np.asarray(h).mean(0), rtol=1e-3, atol=1e-5)
