@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from digits import DigitsError
+from digits import DigitsError, log
 from digits.params import ModelParams, TrainParams
 from digits.shapes import NUM_CLASSES, SIDE, one_hot, to_model_input
 
@@ -180,6 +180,30 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
         layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0).astype(np.float32))
 
 
+class RecalibratedValidation(keras.callbacks.Callback):
+    """At each epoch's end: batch norm statistics from clean digits, then the validation figures with them.
+
+    Listed first, it rewrites val_accuracy and val_loss before early stopping, the best-epoch choice and
+    DVCLive read them, so the epoch kept is the best one as it will be served. (Keras's progress line,
+    printed before any callback, still shows the figures with the moving averages.)
+    """
+
+    def __init__(self, clean_digits: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> None:
+        super().__init__()
+        self.clean = clean_digits
+        self.val_x, self.val_y = to_model_input(val_images), np.asarray(val_labels)
+        self.val_t = one_hot(val_labels)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        recalibrate_batch_norm(self.model, self.clean)
+        probs = self.model.predict(self.val_x, batch_size=1000, verbose=0)
+        accuracy = float(np.mean(probs.argmax(axis=1) == self.val_y))
+        loss = float(keras.ops.convert_to_numpy(self.model.loss(self.val_t, probs)))
+        if logs is not None:
+            logs.update(val_accuracy=accuracy, val_loss=loss)
+        log(f"epoch {epoch + 1}, batch norm recalibrated: val_accuracy {accuracy:.4f}, val_loss {loss:.4f}")
+
+
 def with_negatives(
     copies: np.ndarray, labels: np.ndarray, negatives: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -326,8 +350,13 @@ def train_model(
     val_labels: np.ndarray,
     params: TrainParams,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
+    clean_digits: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit a model compiled by `compile_for`; keep the weights of the best validation epoch."""
+    """Fit a model compiled by `compile_for`; keep the weights of the best validation epoch.
+
+    With `clean_digits`, every epoch ends by recalibrating the batch norms on them, and the validation
+    figures that choose the epoch are the recalibrated model's (RecalibratedValidation).
+    """
     if keras.backend.backend() == "tensorflow":
         data = epoch_dataset(train_copies, train_labels, params.batch_size, params.seed, params.epochs)
         steps = math.ceil(len(train_labels) / params.batch_size)
@@ -348,6 +377,9 @@ def train_model(
         restore_best_weights=True,
         start_from_epoch=0,
     )
+    recalibrated = (
+        [] if clean_digits is None else [RecalibratedValidation(clean_digits, val_images, val_labels)]
+    )
     start = time.perf_counter()
     history = model.fit(
         data,
@@ -355,7 +387,7 @@ def train_model(
         steps_per_epoch=steps,
         shuffle=False,  # both feeds shuffle per epoch themselves
         validation_data=(to_model_input(val_images), one_hot(val_labels)),
-        callbacks=[best, *callbacks],
+        callbacks=[*recalibrated, best, *callbacks],
         verbose=2,
     ).history
     seconds = time.perf_counter() - start
@@ -395,7 +427,7 @@ def build_and_train(
     callbacks: list[keras.callbacks.Callback] | tuple = (),
     clean_digits: np.ndarray | None = None,
 ) -> TrainResult:
-    """Build, fit, and with `clean_digits` (uint8, unaugmented) recalibrate the batch norms on them."""
+    """Build and fit; with `clean_digits` (uint8, unaugmented) the batch norms are recalibrated on them."""
     from digits.models import build_model
 
     strategy = distribution_strategy(train_params.distribute)
@@ -403,11 +435,11 @@ def build_and_train(
     with strategy.scope() if strategy else nullcontext():
         model = build_model(model_params)
         compile_for(model, train_params, len(train_labels))
-    result = train_model(model, train_copies, train_labels, val_images, val_labels, train_params, callbacks)
+    result = train_model(
+        model, train_copies, train_labels, val_images, val_labels, train_params, callbacks, clean_digits
+    )
     if train_params.distribute == "multi_host":
         # Under the distribution every new variable is a step all processes must take together, and saving
         # creates some (a fresh optimizer): process 0 would wait for the others forever. Training is done.
         keras.distribution.set_distribution(None)
-    if clean_digits is not None:
-        recalibrate_batch_norm(result.model, clean_digits)
     return result
