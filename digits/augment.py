@@ -23,8 +23,8 @@ _CENTRE = (SIDE - 1) / 2  # rotation and zoom pivot: the middle of the 28x28 pix
 _PAD = 2  # zero border: clipped coordinates land in it, so outside samples read 0
 _CHUNK = 512  # digits warped at once: bounds memory (~20 MB); elastic noise is drawn per chunk of this size
 _GRID = np.arange(SIDE, dtype=np.float32) - np.float32(_CENTRE)
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)[None]  # thicker: +1 px on each side
-_SQUARE2 = np.ones((1, 2, 2), dtype=bool)  # thinner: -1 px across a stroke
+THICKER = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)[None]  # thicker: +1 px on each side
+THINNER = np.ones((1, 2, 2), dtype=bool)  # thinner: -1 px across a stroke
 
 
 def random_affine(
@@ -110,8 +110,8 @@ def degrade(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
     if params.thickness:
         chosen, thicker = rng.random(n) < params.effects_share, rng.random(n) < 0.5
         for pick, op, footprint in (
-            (chosen & thicker, ndimage.grey_dilation, _CROSS),
-            (chosen & ~thicker, ndimage.grey_erosion, _SQUARE2),
+            (chosen & thicker, ndimage.grey_dilation, THICKER),
+            (chosen & ~thicker, ndimage.grey_erosion, THINNER),
         ):
             if pick.any():
                 out[pick] = op(out[pick], footprint=footprint, mode="constant", cval=0)

@@ -28,15 +28,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from digits.augment import warp
+from digits.augment import THICKER, THINNER, warp
 from digits.shapes import check_uint8_digits
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 NOISE_SIGMA = 0.2 * 255  # gaussian_noise, in pixel units
 BLUR_SIGMA = 1.0  # gaussian_blur, in pixels
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)[None]  # 3x3 cross, per digit
-_SQUARE2 = np.ones((1, 2, 2), dtype=bool)
 # Whole-pixel shifts (down, right) 4 to 6 px long: the digit moves without being resampled.
 _SHIFTS = np.array([(r, c) for r in range(-6, 7) for c in range(-6, 7) if 16 <= r * r + c * c <= 36], float)
 
@@ -92,11 +90,11 @@ def gaussian_blur(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def thicken(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return ndimage.grey_dilation(images, footprint=_CROSS, mode="constant", cval=0)
+    return ndimage.grey_dilation(images, footprint=THICKER, mode="constant", cval=0)
 
 
 def thin(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return ndimage.grey_erosion(images, footprint=_SQUARE2, mode="constant", cval=0)
+    return ndimage.grey_erosion(images, footprint=THINNER, mode="constant", cval=0)
 
 
 CORRUPTIONS: dict[str, Corruption] = {
