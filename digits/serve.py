@@ -2,6 +2,10 @@
 
     python -m digits.serve --model models/serving --host 127.0.0.1 --port 8000
 
+Every answer is calibrated and may be refused (digits.confidence): `probabilities` are temperature-scaled,
+`confidence` is the top one, and below the threshold `accepted` is false with a `reason` ("not a digit",
+"unsure between 4 and 9"). Temperature and threshold come with the bundle (model.json); flags override them.
+
 A .tflite model (the export stage's) runs on LiteRT and the server never imports TensorFlow; a .keras model
 runs through a tf.function (digits.runtime has both).
 
@@ -20,10 +24,10 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import h11
@@ -39,8 +43,18 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digits import DigitsError
+from digits.confidence import Calibration
 from digits.drawing import MAX_PIXELS, BadInput, decode_image, mnistify, open_image, prepare_pixels
-from digits.runtime import PRECISIONS, SUFFIXES, BadOutput, Predictor, load_predictor, model_file
+from digits.runtime import (
+    PRECISIONS,
+    SUFFIXES,
+    BadOutput,
+    Predictor,
+    bundle_calibration,
+    load_predictor,
+    model_file,
+)
+from digits.shapes import NUM_CLASSES
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes; a 280x280 canvas PNG is 1-5 KB, a phone photo JPEG 1-2 MB
@@ -124,21 +138,141 @@ class Problem(BaseModel):
     detail: str = Field(examples=["items[3]: the picture is blank: no ink stands out from the background"])
 
 
-class Prediction(BaseModel):
-    digit: int = Field(ge=0, le=9)
-    probabilities: list[float] = Field(min_length=10, max_length=10, description="per class 0..9, sum 1")
+# Example answers for the docs: accepted, not a digit, unsure (each row of probabilities sums to 1).
+_ACCEPTED = {
+    "digit": 7,
+    "probabilities": [0.0004, 0.0021, 0.0035, 0.0012, 0.0003, 0.0002, 0.0001, 0.9861, 0.0009, 0.0052],
+    "accepted": True,
+    "confidence": 0.9861,
+    "reason": None,
+}
+_NOT_A_DIGIT = {
+    "digit": 8,
+    "probabilities": [0.112, 0.043, 0.094, 0.128, 0.051, 0.097, 0.038, 0.062, 0.301, 0.074],
+    "accepted": False,
+    "confidence": 0.301,
+    "reason": "not a digit",
+}
+_UNSURE = {
+    "digit": 9,
+    "probabilities": [0.002, 0.004, 0.003, 0.006, 0.431, 0.011, 0.001, 0.052, 0.018, 0.472],
+    "accepted": False,
+    "confidence": 0.472,
+    "reason": "unsure between 4 and 9",
+}
+_MODEL_SHA = "665bf96ea53a"
+
+
+class Result(BaseModel):
+    """One picture's answer: the digit and how far to trust it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_ACCEPTED, _NOT_A_DIGIT, _UNSURE]})
+    digit: int = Field(ge=0, le=9, description="the most probable digit, also when not accepted")
+    probabilities: list[float] = Field(
+        min_length=10,
+        max_length=10,
+        description="per class 0..9, calibrated (temperature-scaled), sum 1, rounded to 6 decimals",
+    )
+    accepted: bool = Field(
+        description="whether `confidence` reached the server's threshold: true means trust `digit`; false "
+        "means show `reason` instead of a digit"
+    )
+    confidence: float = Field(
+        ge=0, le=1, description="the calibrated top probability (the largest of `probabilities`)"
+    )
+    reason: str | None = Field(
+        description='why it was not accepted: "not a digit" (the probability is spread out), or "unsure '
+        'between A and B" (two digits, A < B, hold most of it); null when accepted',
+        pattern=r"^(not a digit|unsure between [0-9] and [0-9])$",
+        examples=[None, "not a digit", "unsure between 4 and 9"],
+    )
+
+
+class Prediction(Result):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**e, "model": _MODEL_SHA} for e in (_ACCEPTED, _NOT_A_DIGIT, _UNSURE)]
+        }
+    )
     model: str = Field(description="the first 12 hex digits of the model file's sha256")
     input: list[list[float]] | None = Field(None, description="the 28x28 model input, with ?input=true")
 
 
-class Result(BaseModel):
-    digit: int = Field(ge=0, le=9)
-    probabilities: list[float] = Field(min_length=10, max_length=10)
-
-
 class BatchPrediction(BaseModel):
-    results: list[Result]
+    results: list[Result] = Field(description="one per item, in order")
     model: str
+
+
+CalibrationSource = Literal["bundle", "flag", "default"]
+
+
+class CalibrationSources(BaseModel):
+    temperature: CalibrationSource
+    threshold: CalibrationSource
+    unsure_mass: CalibrationSource
+
+
+class CalibrationInUse(BaseModel):
+    """What turns the model's probabilities into calibrated ones and decides `accepted` and `reason`."""
+
+    temperature: float = Field(
+        gt=0, description="T in softmax(log p / T): above 1 softens the probabilities, below 1 sharpens"
+    )
+    threshold: float = Field(ge=0, le=1, description="confidence below this is not accepted (0: all are)")
+    unsure_mass: float = Field(
+        ge=0,
+        le=1,
+        description='a rejected answer whose top two probabilities sum to at least this is "unsure between '
+        'A and B", else "not a digit"',
+    )
+    source: CalibrationSources = Field(
+        description="where each value came from: the serving bundle's model.json, a server flag "
+        "(--temperature, --threshold, --unsure-mass), or the default (no calibration in the model's "
+        "metadata: an older bundle or a .keras file)"
+    )
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": _MODEL_SHA,
+                    "file": "model_int8.tflite",
+                    "runtime": "LiteRT",
+                    "precision": "int8",
+                    "classes": 10,
+                    "calibration": {
+                        "temperature": 1.42,
+                        "threshold": 0.71,
+                        "unsure_mass": 0.8,
+                        "source": {"temperature": "bundle", "threshold": "flag", "unsure_mass": "bundle"},
+                    },
+                }
+            ]
+        }
+    )
+    model: str = Field(description="the first 12 hex digits of the model file's sha256")
+    file: str = Field(description="the model file's name (a bundle's model.tflite or model_int8.tflite)")
+    runtime: Literal["LiteRT", "Keras"]
+    precision: Literal["float32", "int8"] = Field(description="of the model's weights and activations")
+    classes: int
+    calibration: CalibrationInUse
+
+
+def resolve_calibration(
+    model_path: str | Path, overrides: Mapping[str, float] | None = None
+) -> tuple[Calibration, dict[str, str]]:
+    """The calibration to serve with: the bundle's (Calibration() without one), each value in `overrides`
+    replacing it; and the source of each value (bundle, flag or default) for GET /api/model."""
+    overrides = dict(overrides or {})
+    bundled = bundle_calibration(model_path)
+    try:
+        calibration = Calibration.from_dict({**(bundled or Calibration()).as_dict(), **overrides})
+    except ValueError as e:
+        raise DigitsError(f"calibration: {e}") from None
+    default = "default" if bundled is None else "bundle"
+    return calibration, {name: "flag" if name in overrides else default for name in calibration.as_dict()}
 
 
 class ClientGone(Exception):
@@ -426,12 +560,14 @@ def create_app(
     queue_timeout: float = QUEUE_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     allowed_hosts: Sequence[str] | None = None,
+    calibration: Mapping[str, float] | None = None,
 ) -> FastAPI:
     """The app; the model is loaded and warmed up at startup (lifespan), /ready says when that is done.
 
     `threads`: LiteRT kernel threads (default: the CPUs, at most 4). `predictor`: one already loaded (the
     CLI loads it first, so a bad model file is one line of error, not a traceback). `allowed_hosts`: the
-    Host header names served (None: any).
+    Host header names served (None: any). `calibration`: temperature, threshold and/or unsure_mass to use
+    instead of the bundle's (the server flags).
     """
     model_path = model_file(model_path)
     if not model_path.is_file():
@@ -441,6 +577,7 @@ def create_app(
     if model_path.suffix not in SUFFIXES:
         raise DigitsError(f"{model_path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")
     slots = threading.BoundedSemaphore(decode_slots)
+    calibration_in_use, calibration_source = resolve_calibration(model_path, calibration)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -548,12 +685,29 @@ def create_app(
             "precision": predictor.precision,
         }
 
+    @app.get(
+        "/api/model",
+        response_model=ModelInfo,
+        responses=_errors(503, said={503: "the model is not loaded yet"}),
+    )
+    def model_info(model: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
+        """The model being served and the calibration its answers go through, with where each value came
+        from."""
+        return {
+            "model": model.sha,
+            "file": model.path.name,
+            "runtime": "LiteRT" if model.path.suffix == ".tflite" else "Keras",
+            "precision": model.precision,
+            "classes": NUM_CLASSES,
+            "calibration": {**calibration_in_use.as_dict(), "source": calibration_source},
+        }
+
     @app.post(
         "/api/predict",
         openapi_extra=_PREDICT_BODY,
         responses={200: {"model": Prediction}, **_errors(400, 408, 413, 415, 422, 503)},
-        description=f"One picture -> the digit, the 10 probabilities (and with ?input=true the 28x28 model "
-        f"input). {CONTENT_ERRORS}",
+        description=f"One picture -> the digit, the 10 calibrated probabilities, whether the answer is "
+        f"accepted (else why not) (and with ?input=true the 28x28 model input). {CONTENT_ERRORS}",
     )
     def predict(
         request: Request,
@@ -562,7 +716,7 @@ def create_app(
         with_input: Annotated[bool, Query(alias="input", description="add the 28x28 model input")] = False,
     ) -> JSONResponse:
         x = prepare(request, [item], lambda i: "")[0]
-        body = {**_result(model(x[None])[0]), "model": model.sha}
+        body = {**_results(model(x[None]), calibration_in_use)[0], "model": model.sha}
         if with_input:  # 16 KB of JSON the page draws as a preview; API clients rarely want it
             body["input"] = np.round(x, 3).tolist()
         # Plain JSON types already: a JSONResponse skips FastAPI's per-element encoder (~1 ms for `input`).
@@ -598,16 +752,29 @@ def create_app(
         if not batch.items:
             raise BadInput("items is empty: send at least one picture")
         probabilities = model(prepare(request, batch.items, lambda i: f"items[{i}]: "))
-        return JSONResponse({"results": [_result(p) for p in probabilities], "model": model.sha})
+        results = _results(probabilities, calibration_in_use)
+        return JSONResponse({"results": results, "model": model.sha})
 
     return app
 
 
-def _result(probabilities: np.ndarray) -> dict[str, Any]:
-    return {
-        "digit": int(probabilities.argmax()),
-        "probabilities": [round(float(p), 6) for p in probabilities],
-    }
+def _results(probabilities: np.ndarray, calibration: Calibration) -> list[dict[str, Any]]:
+    """The model's (n, 10) probabilities -> one answer per row, calibrated and accepted or not.
+
+    `accepted` is decided on the unrounded confidence; the JSON carries it rounded like the probabilities.
+    """
+    calibrated = calibration.apply(probabilities)
+    accepted, reasons = calibration.decide(calibrated)
+    return [
+        {
+            "digit": int(p.argmax()),
+            "probabilities": [round(float(v), 6) for v in p],
+            "accepted": bool(ok),
+            "confidence": round(float(p.max()), 6),
+            "reason": reason,
+        }
+        for p, ok, reason in zip(calibrated, accepted, reasons, strict=True)
+    ]
 
 
 def _memory_back_to_the_os() -> None:
@@ -684,6 +851,24 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds for a request's whole body to arrive, else 408 (default: %(default)s)",
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    # Calibration: each flag replaces the one value in the bundle's model.json (see GET /api/model).
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="T > 0: probabilities become softmax(log p / T) (default: the bundle's, else 1: unchanged)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="in [0, 1]: an answer whose calibrated top probability is below it is not accepted (default: "
+        "the bundle's, else 0: all accepted)",
+    )
+    parser.add_argument(
+        "--unsure-mass",
+        type=float,
+        help="in [0, 1]: a refused answer whose top two probabilities hold this much is 'unsure between A "
+        "and B', else 'not a digit' (default: the bundle's, else 0.8)",
+    )
     args = parser.parse_args(argv)
     for name in ("workers", "limit_concurrency"):
         if getattr(args, name) < 1:
@@ -691,6 +876,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("timeout_keep_alive", "header_timeout", "body_timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    calibration = {
+        name: getattr(args, name)
+        for name in ("temperature", "threshold", "unsure_mass")
+        if getattr(args, name) is not None
+    }
+    for name, value in calibration.items():
+        try:
+            Calibration(**{name: value})
+        except ValueError as e:  # "threshold must lie in [0, 1], got 1.5" -> "--threshold must lie ..."
+            parser.error(f"--{name.replace('_', '-')}{str(e).removeprefix(name)}")
     try:  # a bundle folder means the file that --precision picks
         model = model_file(
             args.model or next((p for p in DEFAULT_MODELS if p.exists()), DEFAULT_MODELS[-1]), args.precision
@@ -704,7 +899,11 @@ def main(argv: list[str] | None = None) -> int:
             f"note: listening on {args.host} and answering any Host header; consider --allowed-hosts",
             file=sys.stderr,
         )
-    app_options: dict[str, Any] = {"allowed_hosts": hosts, "body_timeout": args.body_timeout}
+    app_options: dict[str, Any] = {
+        "allowed_hosts": hosts,
+        "body_timeout": args.body_timeout,
+        "calibration": calibration,
+    }
     try:
         # Loaded (and its output checked) before the server starts: a bad file is one line, not a traceback.
         # With --workers each process loads its own copy; this one checks the file once for all of them.
@@ -719,6 +918,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime = "LiteRT, no TensorFlow" if model.suffix == ".tflite" else "Keras on TensorFlow"
     print(f"serving {model} ({runtime}) with {args.workers} worker(s)", file=sys.stderr, flush=True)
+    in_use, source = resolve_calibration(model, calibration)
+    said = ", ".join(f"{k} {v:g} ({source[k]})" for k, v in in_use.as_dict().items())
+    print(f"calibration: {said}", file=sys.stderr, flush=True)
     os.environ[HEADER_TIMEOUT_ENV] = str(args.header_timeout)
     options = {
         "host": args.host,

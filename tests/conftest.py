@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURE_CALIBRATION
 from pipeline_repo import make_tiny_repo, run
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,6 +21,19 @@ def small_model_path() -> Path:
     path = FIXTURES / "model-small.keras"
     assert path.is_file(), f"{path} is missing: run .venv/bin/python tests/fixtures/make_model.py"
     return path
+
+
+@pytest.fixture(scope="session")
+def calibrated_bundle(small_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model's serving bundle (float32) with rejection metadata in its model.json, written by the
+    export as the pipeline writes it: the fixed scribble (helpers.SCRIBBLE) is refused, real and drawn
+    digits are accepted (helpers explains the values)."""
+    from digits.confidence import Calibration
+    from digits.export import export_bundle  # here: only the tests that ask for the bundle need it
+
+    bundle = tmp_path_factory.mktemp("calibrated") / "serving"
+    export_bundle(small_model_path, bundle, calibration=Calibration(**FIXTURE_CALIBRATION))
+    return bundle
 
 
 @pytest.fixture(scope="module")

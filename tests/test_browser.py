@@ -4,14 +4,18 @@ Chromium is a system package (`apt-get install chromium`; .ci/run installs it): 
 rather than skips, so CI cannot pass without having run it.
 """
 
+import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import uvicorn
-from helpers import bound_socket, png
+from fastapi import FastAPI
+from helpers import SCRIBBLE, SEVEN, bound_socket, png
 from playwright.sync_api import Page, expect, sync_playwright
 
 from digits.idx import read_idx
@@ -31,21 +35,37 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server_url(small_model_path):
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
     """The app under uvicorn in a thread, on a free loopback port (bound here, so no race for it)."""
     sock = bound_socket()
-    server = uvicorn.Server(uvicorn.Config(create_app(small_model_path), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:  # set after the lifespan has loaded and warmed up the model
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server_url(small_model_path):
+    """The small .keras model: no calibration metadata, so every answer is accepted."""
+    with serving(create_app(small_model_path)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def calibrated_url(calibrated_bundle):
+    """The small model's bundle with rejection metadata: refuses helpers.SCRIBBLE, accepts helpers.SEVEN."""
+    with serving(create_app(calibrated_bundle)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +126,8 @@ def preview_ink(page: Page) -> int:
 def test_drawn_digit_is_recognised_with_bars(page, digit, strokes):
     draw(page, *strokes)
     expect(page.locator("#digit")).to_have_text(digit)
+    expect(page.locator("#result")).to_have_attribute("data-state", "accepted")
+    expect(page.locator("#verdict")).to_have_text(re.compile(r"^\d{1,2}% sure$"))
     shown = percentages(page)
     assert sum(shown.values()) == pytest.approx(100, abs=0.6)
     assert max(shown, key=shown.get) == int(digit)
@@ -118,6 +140,8 @@ def test_seven_in_two_strokes_then_clear(page):
     expect(page.locator("#digit")).to_have_text("7")
     page.click("#clear")
     expect(page.locator("#digit")).to_have_text("")
+    expect(page.locator("#result")).to_have_attribute("data-state", "empty")
+    expect(page.locator("#verdict")).to_have_text("")
     assert page.locator(".bar .pct").all_inner_texts() == [""] * 10
     assert preview_ink(page) == 0
 
@@ -177,3 +201,59 @@ def test_phone_viewport_fits_and_touch_draws(browser, server_url):
         expect(phone.locator("#digit")).not_to_have_text("")
     finally:
         phone.close()
+
+
+def settled(page: Page) -> None:
+    """Wait until the answer for the final drawing is shown (not one for a stroke still being drawn)."""
+    expect(page.locator("#result")).to_have_attribute("aria-busy", "false")
+
+
+def test_a_scribble_is_refused_then_a_digit_is_accepted(browser, calibrated_url):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        page.goto(calibrated_url)
+        result, digit, verdict = page.locator("#result"), page.locator("#digit"), page.locator("#verdict")
+        draw(page, *SCRIBBLE)
+        settled(page)
+        expect(result).to_have_attribute("data-state", "rejected")
+        expect(verdict).to_contain_text("doesn't look like a digit")
+        expect(digit).not_to_have_text(re.compile(r"\d"))  # no big digit
+        assert sum(percentages(page).values()) == pytest.approx(100, abs=0.6)  # the bars stay
+
+        page.click("#clear")
+        expect(result).to_have_attribute("data-state", "empty")
+        draw(page, *SEVEN)
+        settled(page)
+        expect(result).to_have_attribute("data-state", "accepted")
+        expect(digit).to_have_text("7")
+        expect(verdict).to_have_text(re.compile(r"^9\d% sure$"))  # calibrated: 0.999 measured
+        assert violations == []
+    finally:
+        page.close()
+
+
+def test_an_unsure_answer_shows_the_two_candidates(page):
+    """The server's answer is stubbed: a real model's "unsure" depends on how a drawing comes out."""
+    p = [0.005, 0.01, 0.005, 0.01, 0.47, 0.02, 0.005, 0.03, 0.015, 0.43]
+    answer = {
+        "digit": 4,
+        "probabilities": p,
+        "accepted": False,
+        "confidence": 0.47,
+        "reason": "unsure between 4 and 9",
+        "model": "0123456789ab",
+        "input": [[0.0] * 28] * 28,
+    }
+    page.route("**/api/predict*", lambda route: route.fulfill(json=answer))
+    draw(page, [(0.5, 0.15), (0.5, 0.85)])
+    settled(page)
+    expect(page.locator("#result")).to_have_attribute("data-state", "unsure")
+    expect(page.locator("#digit")).to_have_text("4 or 9")
+    expect(page.locator("#verdict")).to_contain_text("Not sure: 4 or 9?")
+    candidates = page.locator(".bar.candidate")
+    expect(candidates).to_have_count(2)
+    assert [candidates.nth(i).get_attribute("data-digit") for i in range(2)] == ["4", "9"]
+    color = page.evaluate("getComputedStyle(document.getElementById('digit')).color")
+    assert color == "rgb(242, 193, 78)"  # style.css's --unsure, not the accepted blue

@@ -36,6 +36,9 @@ def digits(tiny_mnist_dir):
 def check_prediction(body: dict, label: int, model_path) -> None:
     assert body["digit"] == label
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
+    # A .keras file has no calibration metadata: T = 1 and threshold 0, so every answer is accepted.
+    assert body["accepted"] is True and body["reason"] is None
+    assert body["confidence"] == max(body["probabilities"])
     assert body["model"] == hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
     assert "input" not in body  # only on request: ?input=true
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from helpers import FIXTURE_CALIBRATION
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -25,9 +26,15 @@ CONTENT_ERRORS = re.compile(
 
 
 # The schema is read at collection (no model needed for /openapi.json); the model is loaded for the test.
-app = create_app(Path(__file__).parent / "fixtures" / "model-small.keras")
+# With the fixture bundle's rejection metadata as flags, generated pictures are also refused, so refused
+# answers (`accepted` false, a `reason`) are held to the schema too.
+app = create_app(Path(__file__).parent / "fixtures" / "model-small.keras", calibration=FIXTURE_CALIBRATION)
+# A request that breaks the schema must be refused. schemathesis' list of refusals lacks 413, which is how a
+# batch over maxItems (or a body over 2 MiB) is refused, before its items are read: documented, so allowed.
+REFUSALS = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
+CONFIG = {"seed": 20261202, "checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}}}
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", app, config=schemathesis.config.SchemathesisConfig.from_dict({"seed": 20261202})
+    "/openapi.json", app, config=schemathesis.config.SchemathesisConfig.from_dict(CONFIG)
 )
 
 

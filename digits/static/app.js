@@ -1,10 +1,13 @@
 // Draw on the canvas, send it to /api/predict while drawing, show the digit, the bars and the model input.
+// An answer the server did not accept is shown as such: "not a digit", or the two digits it is unsure of.
 "use strict";
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
 const preview = document.getElementById("preview").getContext("2d");
+const resultEl = document.getElementById("result");
 const digitEl = document.getElementById("digit");
+const verdictEl = document.getElementById("verdict");
 const statusEl = document.getElementById("status");
 const barsEl = document.getElementById("bars");
 
@@ -39,13 +42,41 @@ function resetPad() {
   ctx.lineCap = ctx.lineJoin = "round";
 }
 
+// empty | accepted | unsure ("unsure between 4 and 9") | rejected ("not a digit")
+function stateOf(result) {
+  if (!result) return "empty";
+  if (result.accepted !== false) return "accepted"; // a server without the field accepts everything
+  return result.reason === "not a digit" ? "rejected" : "unsure";
+}
+
 function showResult(result) {
-  digitEl.textContent = result ? String(result.digit) : "";
+  const state = stateOf(result);
+  resultEl.dataset.state = state;
+  // The two most probable digits, most probable first.
+  const [first, second] = result
+    ? result.probabilities.map((p, d) => [p, d]).sort((a, b) => b[0] - a[0]).map(([, d]) => d)
+    : [];
+  if (state === "accepted") {
+    digitEl.textContent = String(result.digit);
+    // Floored: a calibrated 0.996 is "99% sure", never a rounded-up 100%.
+    const confidence = result.confidence ?? result.probabilities[result.digit];
+    verdictEl.textContent = `${Math.floor(confidence * 100)}% sure`;
+  } else if (state === "unsure") {
+    digitEl.textContent = `${first} or ${second}`;
+    verdictEl.textContent = `Not sure: ${first} or ${second}? Try drawing it more clearly.`;
+  } else if (state === "rejected") {
+    digitEl.textContent = "?";
+    verdictEl.textContent = "That doesn't look like a digit. Draw one digit, 0 to 9, large and centred.";
+  } else {
+    digitEl.textContent = "";
+    verdictEl.textContent = "";
+  }
   bars.forEach((bar, d) => {
     const p = result ? result.probabilities[d] : 0;
     bar.fill.style.width = `${(p * 100).toFixed(1)}%`;
     bar.pct.textContent = result ? `${(p * 100).toFixed(1)}%` : "";
     bar.row.classList.toggle("top", Boolean(result) && d === result.digit);
+    bar.row.classList.toggle("candidate", state === "unsure" && (d === first || d === second));
   });
   preview.clearRect(0, 0, 28, 28);
   if (result) {
@@ -64,6 +95,8 @@ function setStatus(text, isError = false) {
 
 async function send(body, headers = {}) {
   const mine = generation;
+  // Busy until the answer for the latest drawing is shown: screen readers (and tests) wait for it.
+  resultEl.setAttribute("aria-busy", "true");
   try {
     const response = await fetch("/api/predict?input=true", { method: "POST", body, headers });
     const data = await response.json();
@@ -77,6 +110,8 @@ async function send(body, headers = {}) {
     }
   } catch (err) {
     if (mine === generation) setStatus(`request failed: ${err}`, true);
+  } finally {
+    if (!again) resultEl.setAttribute("aria-busy", "false");
   }
 }
 
