@@ -184,8 +184,8 @@ class RecalibratedValidation(keras.callbacks.Callback):
     """At each epoch's end: batch norm statistics from clean digits, then the validation figures with them.
 
     Listed first, it rewrites val_accuracy and val_loss before early stopping, the best-epoch choice and
-    DVCLive read them, so the epoch kept is the best one as it will be served. (Keras's progress line,
-    printed before any callback, still shows the figures with the moving averages.)
+    DVCLive read them, so the epoch kept is the best one as it will be served. Keras's progress line
+    shows them too.
     """
 
     def __init__(self, clean_digits: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> None:
