@@ -92,8 +92,8 @@ class TrainParams(_Section):
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.2  # onecycle: share of the steps spent warming up
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     patience: Annotated[int, Field(ge=0)] = 0  # early stopping on val accuracy; 0 disables
-    # Batch norm statistics measured afresh on this many unaugmented training digits after fit; 0: keep the
-    # moving averages (digits.train.recalibrate_batch_norm says why).
+    # With negatives (negatives.train > 0), batch norm statistics measured afresh on this many unaugmented
+    # training digits at each epoch's end; 0: keep the moving averages (digits.train says why).
     bn_digits: Annotated[int, Field(ge=0)] = 10000
     seed: Annotated[int, Field(ge=0)] = 42
     # mirrored: every local GPU (TensorFlow). multi_host: one process per host, Keras on JAX (README).
