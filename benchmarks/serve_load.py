@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/serve_load.py                      # canvas PNG data URLs, 8 clients
     .venv/bin/python benchmarks/serve_load.py --payload pixels     # 28x28 pixel arrays instead
+    .venv/bin/python benchmarks/serve_load.py --batch 64           # /api/predict/batch, 64 pictures each
+    .venv/bin/python benchmarks/serve_load.py --server-args='--precision float32'  # the bundle's float file
     .venv/bin/python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
     .venv/bin/python benchmarks/serve_load.py --worst --clients 16  # the costliest requests: memory, CPU
 
@@ -44,8 +46,7 @@ from digits.serve import MAX_BODY, MAX_ITEMS, MAX_REQUEST_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = tuple(
-    ROOT / p
-    for p in ("models/serving/model.tflite", "models/model.keras", "tests/fixtures/model-small.keras")
+    ROOT / p for p in ("models/serving", "models/model.keras", "tests/fixtures/model-small.keras")
 )
 MNIST_TEST = ROOT / "tests" / "fixtures" / "mnist-tiny"
 CANVAS = 280  # px, the drawing page's canvas
@@ -63,7 +64,8 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class Payload:
     body: bytes  # the JSON request body, encoded once
-    label: int  # the digit the server must answer
+    label: int | list[int]  # the digit the server must answer; a batch request's, one per picture
+    path: str = "/api/predict"
 
 
 def sample_digits() -> list[tuple[np.ndarray, int]]:
@@ -86,11 +88,20 @@ def canvas_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def make_payloads(kind: str) -> list[Payload]:
-    payloads = []
+def make_payloads(kind: str, batch: int = 0) -> list[Payload]:
+    """One request per sample digit; with `batch`, ten batch requests of `batch` pictures each."""
+    items = []
     for image, label in sample_digits():
-        item = {"image": canvas_data_url(image)} if kind == "image" else {"pixels": image.tolist()}
-        payloads.append(Payload(json.dumps(item).encode(), label))
+        items.append(
+            ({"image": canvas_data_url(image)} if kind == "image" else {"pixels": image.tolist()}, label)
+        )
+    if not batch:
+        return [Payload(json.dumps(item).encode(), label) for item, label in items]
+    payloads = []
+    for first in range(len(items)):
+        chosen = [items[(first + i) % len(items)] for i in range(batch)]
+        body = json.dumps({"items": [item for item, _ in chosen]}).encode()
+        payloads.append(Payload(body, [label for _, label in chosen], "/api/predict/batch"))
     return payloads
 
 
@@ -122,8 +133,11 @@ def server_output(output: IO[bytes], lines: int = 40) -> str:
     return "\n".join(output.read().decode(errors="replace").splitlines()[-lines:])
 
 
-def wait_ready(server: subprocess.Popen[bytes], port: int, output: IO[bytes], timeout: float) -> float:
-    """Poll GET /ready until 200; returns the seconds it took. Raises ServerDied or TimeoutError."""
+def wait_ready(
+    server: subprocess.Popen[bytes], port: int, output: IO[bytes], timeout: float
+) -> tuple[float, dict[str, Any]]:
+    """Poll GET /ready until 200; returns the seconds it took and its answer (the model file served).
+    Raises ServerDied or TimeoutError."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if server.poll() is not None:
@@ -131,8 +145,9 @@ def wait_ready(server: subprocess.Popen[bytes], port: int, output: IO[bytes], ti
         connection = http.client.HTTPConnection(HOST, port, timeout=5)
         try:
             connection.request("GET", "/ready")
-            if connection.getresponse().status == 200:
-                return time.perf_counter() - start
+            response = connection.getresponse()
+            if response.status == 200:
+                return time.perf_counter() - start, json.loads(response.read())
         except OSError:
             pass  # not listening yet, or still loading the model
         finally:
@@ -226,8 +241,8 @@ class Tickets:
             return self.next - 1
 
 
-def post_predict(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
-    connection.request("POST", "/api/predict", body, {"Content-Type": "application/json"})
+def post_predict(connection: http.client.HTTPConnection, body: bytes, path: str) -> tuple[int, bytes]:
+    connection.request("POST", path, body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     return response.status, response.read()
 
@@ -242,7 +257,7 @@ def client(port: int, payloads: list[Payload], tickets: Tickets, deadline: float
             payload = payloads[n % len(payloads)]
             start = time.perf_counter()
             try:
-                status, data = post_predict(connection, payload.body)
+                status, data = post_predict(connection, payload.body, payload.path)
             except (OSError, http.client.HTTPException) as e:
                 connection.close()  # http.client reconnects on the next request
                 with results.lock:
@@ -251,9 +266,10 @@ def client(port: int, payloads: list[Payload], tickets: Tickets, deadline: float
                 continue
             elapsed = time.perf_counter() - start
             try:
-                digit = json.loads(data).get("digit") if status == 200 else None
-            except ValueError:
-                digit = "not JSON"
+                answer = json.loads(data) if status == 200 else {}
+                digit = answer.get("digit") if "digit" in answer else [r["digit"] for r in answer["results"]]
+            except (ValueError, KeyError, TypeError):
+                digit = "not the expected JSON"
             with results.lock:
                 if status != 200:
                     results.bad_status += 1
@@ -403,12 +419,12 @@ def print_worst(rows: list[dict[str, Any]]) -> None:
 
 def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
     """Start the server, wait for /ready, warm up, run the load, stop it; the results and every number."""
-    payloads = make_payloads(args.payload)
+    payloads = make_payloads(args.payload, args.batch)
     port = free_port()
     with tempfile.TemporaryFile() as output:
         server = start_server(args.model.resolve(), port, output, shlex.split(args.server_args))
         try:
-            startup = wait_ready(server, port, output, args.startup_timeout)
+            startup, ready = wait_ready(server, port, output, args.startup_timeout)
             log(f"ready after {startup:.1f} s on port {port}; warming up with {args.warmup} requests")
             rss_before = rss_mb(server.pid)
             warmup, _ = run_load(port, payloads, args.clients, args.warmup, args.seconds)
@@ -432,7 +448,9 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
     model = args.model.resolve()
     return results, {
         "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
+        "served": {key: ready.get(key) for key in ("file", "precision", "model")},
         "payload": args.payload,
+        "batch": args.batch,
         "server_args": args.server_args,
         "payload_bytes": round(float(np.mean([len(p.body) for p in payloads]))),
         "clients": args.clients,
@@ -469,9 +487,12 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
 def print_report(summary: dict[str, Any]) -> None:
     latency, rss, cpu = summary["latency_ms"], summary["server_rss_mb"], summary["cpu_s"]
     lines = [
-        f"model {summary['model']}, payload {summary['payload']} ({summary['payload_bytes']} bytes), "
-        f"{summary['clients']} clients, server options {summary['server_args'] or '(none)'}",
-        f"requests    {summary['requests']} in {summary['wall_s']} s = {summary['requests_per_s']} req/s",
+        f"model {summary['model']} (served: {summary['served']['file']}, {summary['served']['precision']}), "
+        f"payload {summary['payload']} ({summary['payload_bytes']} bytes"
+        + (f", batches of {summary['batch']}" if summary["batch"] else "")
+        + f"), {summary['clients']} clients, server options {summary['server_args'] or '(none)'}",
+        f"requests    {summary['requests']} in {summary['wall_s']} s = {summary['requests_per_s']} req/s"
+        + (f" = {summary['requests_per_s'] * summary['batch']:.0f} pictures/s" if summary["batch"] else ""),
         f"latency ms  p50 {latency['p50']}  p90 {latency['p90']}  p99 {latency['p99']}  max {latency['max']}",
         f"errors      {summary['errors']} {summary['error_kinds']}",
         f"server RSS  {rss['before']:.0f} MiB before, {rss['after']:.0f} MiB after (peak {rss['peak']:.0f})",
@@ -485,15 +506,25 @@ def print_report(summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_model = next((m for m in DEFAULT_MODELS if m.is_file()), DEFAULT_MODELS[-1])
+    default_model = next((m for m in DEFAULT_MODELS if m.exists()), DEFAULT_MODELS[-1])
     parser.add_argument(
-        "--model", type=Path, default=default_model, help="a .tflite or .keras file (default: %(default)s)"
+        "--model",
+        type=Path,
+        default=default_model,
+        help="a serving bundle folder, a .tflite or a .keras file (default: %(default)s)",
     )
     parser.add_argument(
         "--payload",
         choices=["image", "pixels"],
         default="image",
         help="image: a 280x280 canvas PNG data URL (default); pixels: a 28x28 array",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help=f"post batches of this many pictures (1-{MAX_ITEMS}) to /api/predict/batch instead of one "
+        "picture to /api/predict (default: single pictures)",
     )
     parser.add_argument(
         "--clients", type=int, default=8, help="concurrent connections (default: %(default)s)"
@@ -528,8 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.seconds <= 0 or args.warmup < 0:
         parser.error("--clients, --requests and --seconds must be positive, --warmup at least 0")
-    if not args.model.is_file():
-        parser.error(f"{args.model}: no such model file")
+    if not args.model.exists():
+        parser.error(f"{args.model}: no such model file or bundle folder")
+    if not 0 <= args.batch <= MAX_ITEMS:
+        parser.error(f"--batch must be in 0..{MAX_ITEMS}")
 
     try:
         if args.worst:

@@ -118,7 +118,7 @@ def test_artifacts_get_fetches_a_tagged_model_without_training(
     # Named like the file or folder in the repo.
     assert (tmp_path / "digits-cnn/model.keras").read_bytes() == (repo / "models/model.keras").read_bytes()
     bundle = {p.name: p.read_bytes() for p in (tmp_path / "digits-serving/serving").iterdir()}
-    assert sorted(bundle) == ["model.json", "model.tflite"]
+    assert sorted(bundle) == ["model.json", "model.tflite", "model_int8.tflite"]
     assert bundle == {p.name: p.read_bytes() for p in (repo / "models/serving").iterdir()}
     pinned = tmp_path / "pinned.keras"
     get = ["dvc", "artifacts", "get", str(repo)]
