@@ -58,7 +58,8 @@ def main(params: Params) -> None:
     report = {"threshold": calibration.threshold, "mnist": digits_report(probs, digit_scores, test_y)}
     font_rng = negatives.generator(p.seed, "font digits")
     font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), font_rng)
-    report["font_digits"] = digits_report(*judge(font_x), font_y)
+    font_probs, font_scores = judge(font_x)
+    report["font_digits"] = digits_report(font_probs, font_scores, font_y)
 
     scores = {"MNIST test": digit_scores}
     fashion = read_idx("data/fashion/t10k-images-idx3-ubyte")[: p.samples]
@@ -87,7 +88,7 @@ def main(params: Params) -> None:
     rows += [{"set": f"MNIST {k}", "rejected": m["rejected"]} for k, m in report["corruptions"].items()]
     write_csv("plots/openset.csv", rows)
     save_score_histograms(
-        "plots/openset_scores.png", scores | {"font digits": judge(font_x)[1]}, calibration.threshold
+        "plots/openset_scores.png", scores | {"font digits": font_scores}, calibration.threshold
     )
     for row in rows:
         log(f"openset: {row['set']:<22} rejected {row['rejected']:.2%}")

@@ -22,7 +22,14 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = 12  # tiny epochs (540 digits) take a fraction of a second each: room to be killed mid-way
 CURVE = "plots/training/plots/metrics/train/loss.tsv"  # DVCLive appends a row after every epoch
-KEPT = ["fetch", "preprocess", "augment", "train", "evaluate"]  # what the test needs; saves ~15 s
+KEPT = [
+    "fetch",
+    "preprocess",
+    "augment",
+    "negatives",
+    "train",
+    "evaluate",
+]  # what the test needs; saves ~15 s
 
 
 @pytest.fixture(scope="module")
