@@ -14,8 +14,8 @@ single-image latency p50/p99 over --calls calls after 50 warm-up calls, and imag
 set in batches of each --batch size (best of 3 passes). Parity: the argmax and the probabilities of the
 test set (batches and single calls) against tf-function, and the int8 file's argmax against the float32
 file's. Table cells are medians over --repeat runs, interleaved. The share of the CPUs that other
-processes used during the runs is reported too: this box is shared, so take timings under
-`flock /tmp/cpu.lock` or the like, and check that share.
+processes used during the runs is reported too: take timings on a quiet machine (no training or
+test run beside them), and check that share.
 Without --bundle, the .keras file is exported to a temporary bundle first (digits.export, with the int8
 file calibrated and checked on data/prepared and params.yaml's export section).
 --kernels: which kernels run. LiteRT's delegation (which ops the XNNPACK delegate took), and, where
