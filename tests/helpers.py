@@ -126,3 +126,33 @@ def with_calibration(bundle: Path, calibration: dict[str, Any] | None = None) ->
         meta["calibration"] = calibration
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     return bundle
+
+
+@contextmanager
+def file_server(routes: dict[str, tuple[bytes, int]]) -> Iterator[str]:
+    """A loopback HTTP server answering GET path with routes[path] = (body, the Content-Length to announce;
+    less than announced is a connection cut mid-body), 404 for any other path. Yields its base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in routes:
+                self.send_error(404)
+                return
+            body, length = routes[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # keep pytest output quiet
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

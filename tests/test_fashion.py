@@ -9,15 +9,13 @@ import gzip
 import hashlib
 import json
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import free_port
+from helpers import file_server, free_port
 from pipeline_repo import TINY_FASHION_DIR, make_tiny_repo, run, run_stage_script
 
 from digits.fashion import FASHION_SHA256, fetch_fashion, plan
@@ -149,25 +147,8 @@ def server() -> Iterator[str]:
         for kind, (body, length) in variants.items():
             routes[f"/{kind}/{name}.gz"] = (body, len(body) if length is None else length)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path not in routes:
-                self.send_error(404)
-                return
-            body, length = routes[self.path]
-            self.send_response(200)
-            self.send_header("Content-Length", str(length))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:  # keep pytest output quiet
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with file_server(routes) as url:
+        yield url
 
 
 def test_good_mirror(tmp_path, server):

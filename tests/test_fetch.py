@@ -11,16 +11,13 @@ import io
 import json
 import os
 import pickle
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
-from helpers import free_port
+from helpers import file_server, free_port
 
 from digits.fetch import (
     FILES,
@@ -78,24 +75,6 @@ def assert_no_leftovers(parent: Path, allowed: set[str]) -> None:
 # ---------------------------------------------------------------- HTTP mirrors
 
 
-class Handler(BaseHTTPRequestHandler):
-    # path -> (body, the Content-Length to announce); anything else is a 404
-    routes: ClassVar[dict[str, tuple[bytes, int]]] = {}
-
-    def do_GET(self) -> None:
-        if self.path not in self.routes:
-            self.send_error(404)
-            return
-        body, length = self.routes[self.path]
-        self.send_response(200)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:  # keep pytest output quiet
-        pass
-
-
 def _corrupt(gz: bytes) -> bytes:
     middle = len(gz) // 2
     return gz[:middle] + bytes(b ^ 0xFF for b in gz[middle : middle + 32]) + gz[middle + 32 :]
@@ -105,7 +84,7 @@ def _corrupt(gz: bytes) -> bytes:
 def server() -> Iterator[str]:
     """A loopback server with one directory per kind of mirror: good, corrupt, truncated, short, wrong."""
     other = make_arrays(seed=1)
-    routes: ClassVar[dict[str, tuple[bytes, int]]] = {}
+    routes: dict[str, tuple[bytes, int]] = {}  # path -> (body, the Content-Length announced)
     for name in FILES:
         gz = gzip.compress(idx_bytes(ARRAYS[name]))
         variants = {
@@ -117,13 +96,8 @@ def server() -> Iterator[str]:
         }
         for kind, (body, length) in variants.items():
             routes[f"/{kind}/{name}.gz"] = (body, len(body) if length is None else length)
-    Handler.routes = routes
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with file_server(routes) as url:
+        yield url
 
 
 def test_good_mirror(tmp_path, server):
