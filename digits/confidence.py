@@ -124,7 +124,7 @@ def choose_threshold(digit_scores: np.ndarray, max_rejected: float) -> float:
     if not len(s):
         raise ValueError("no scores to choose a threshold from")
     k = int(np.floor(max_rejected * len(s)))
-    return float(s[min(k, len(s) - 1)]) if k < len(s) else 1.0
+    return float(s[k]) if k < len(s) else 1.0
 
 
 # ---------------------------------------------------------------- measuring

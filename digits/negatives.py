@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digits.drawing import mnistify
+from digits.drawing import as_served
 from digits.shapes import SIDE
 
 CANVAS = 112
@@ -66,16 +66,22 @@ def _bezier(rng: np.random.Generator, steps: int = 24) -> np.ndarray:
 
 
 def letters(rng: np.random.Generator) -> Image.Image:
-    image, draw = _canvas()
-    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(60, 90)))
-    draw.text((CANVAS / 2, CANVAS / 2), LETTERS[rng.integers(len(LETTERS))], fill=255, font=font, anchor="mm")
-    return _slant(image, rng)
+    font = _random_font(rng)  # drawn before the letter: the committed negatives depend on this order
+    return _glyph(rng, LETTERS[rng.integers(len(LETTERS))], font)
 
 
 def font_digit(rng: np.random.Generator, digit: int) -> Image.Image:
+    return _glyph(rng, str(digit), _random_font(rng))
+
+
+def _random_font(rng: np.random.Generator) -> ImageFont.FreeTypeFont:
+    return _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(60, 90)))
+
+
+def _glyph(rng: np.random.Generator, text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
+    """`text` in `font`, centred, then slanted."""
     image, draw = _canvas()
-    font = _font(FONTS[rng.integers(len(FONTS))], int(rng.integers(60, 90)))
-    draw.text((CANVAS / 2, CANVAS / 2), str(digit), fill=255, font=font, anchor="mm")
+    draw.text((CANVAS / 2, CANVAS / 2), text, fill=255, font=font, anchor="mm")
     return _slant(image, rng)
 
 
@@ -180,8 +186,7 @@ def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
 
 def as_model_input(image: Image.Image) -> np.ndarray:
     """A canvas through the server's preprocessing, as uint8 28x28 (what the model sees, 0..255)."""
-    x = mnistify(np.asarray(image, dtype=np.float32) / 255)
-    return np.rint(x * 255).astype(np.uint8)
+    return as_served(np.asarray(image)[None])[0][0]
 
 
 def generator(seed: int, *keys: str) -> np.random.Generator:

@@ -183,9 +183,9 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
 class RecalibratedValidation(keras.callbacks.Callback):
     """At each epoch's end: batch norm statistics from clean digits, then the validation figures with them.
 
-    Listed first, it rewrites val_accuracy and val_loss before early stopping, the best-epoch choice and
-    DVCLive read them, so the epoch kept is the best one as it will be served. Keras's progress line
-    shows them too.
+    Listed first, it sets val_accuracy and val_loss (fit then runs no validation of its own) before early
+    stopping, the best-epoch choice and DVCLive read them, so the epoch kept is the best one as it will be
+    served. Keras's progress line shows them too.
     """
 
     def __init__(self, clean_digits: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> None:
@@ -386,7 +386,8 @@ def train_model(
         epochs=params.epochs,
         steps_per_epoch=steps,
         shuffle=False,  # both feeds shuffle per epoch themselves
-        validation_data=(to_model_input(val_images), one_hot(val_labels)),
+        # With recalibration the callback validates; Keras's own pass, on stale statistics, would be wasted.
+        validation_data=None if recalibrated else (to_model_input(val_images), one_hot(val_labels)),
         callbacks=[*recalibrated, best, *callbacks],
         verbose=2,
     ).history
