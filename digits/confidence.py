@@ -5,11 +5,15 @@ A softmax's top probability is not the chance of being right, and says nothing a
 digit at all. Two steps fix what it means:
 - temperature scaling (Guo et al. 2017): probabilities softmax(log p / T), with T fitted on the validation
   digits by minimising their negative log-likelihood. It keeps every argmax.
-- rejection: the calibrated top probability is the score; below `threshold` the answer is not accepted.
-  The training saw generated non-digits with a uniform target (outlier exposure, Hendrycks et al. 2019), so
-  a non-digit spreads its probability; an ambiguous digit splits it between two classes instead, and the
-  reason says which: "unsure between 4 and 9" when the top two hold at least `unsure_mass`, else
-  "not a digit".
+- rejection, in two steps. A model trained on generated non-digits as an 11th class (digits.train.NOT_A_DIGIT)
+  gives a non-digit little probability on any digit: below `digit_threshold` of it in all, the answer is
+  "not a digit". An ambiguous digit keeps its probability but splits it between two digits: below
+  `threshold` for the top one, the answer is "unsure between 4 and 9" when the top two hold at least
+  `unsure_mass`, else "not a digit". (A 10-class model has only the second step.)
+
+Probabilities are (n, 10) rows, one per digit. A model with the "not a digit" class answers rows that sum
+to less than 1 (digits.models.digit_outputs): what they lack is the probability of no digit, and
+temperature scaling treats it as the 11th class it is.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 _TINY = 1e-30  # log(0) guard: float32 softmax underflows to 0 for far-off classes
+_ROUNDING = 1e-5  # a 10-way float32 softmax's rows sum to 1 only within ~1e-6: less is no "not a digit"
 NOT_A_DIGIT = "not a digit"
 
 
@@ -29,11 +34,13 @@ class Calibration:
     temperature: float = 1.0
     threshold: float = 0.0  # calibrated top probability below which an answer is rejected (0: never)
     unsure_mass: float = 0.8  # a rejected answer whose top two hold this much is "unsure", not "not a digit"
+    # calibrated probability of any digit (the 10 probabilities' sum) below which: "not a digit" (0: never)
+    digit_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
-        for name in ("threshold", "unsure_mass"):
+        for name in ("threshold", "unsure_mass", "digit_threshold"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
@@ -52,31 +59,49 @@ class Calibration:
         return calibrate(probs, self.temperature)
 
     def decide(self, calibrated: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        return decide(calibrated, self.threshold, self.unsure_mass)
+        return decide(calibrated, self.threshold, self.unsure_mass, self.digit_threshold)
+
+    def score(self, calibrated: np.ndarray) -> np.ndarray:
+        """How much each picture looks like a digit, what AUROC and the histograms rank: the probability
+        of any digit when there is a "not a digit" step, else the top probability."""
+        p = np.asarray(calibrated, dtype=np.float64)
+        return p.sum(axis=1) if self.digit_threshold else p.max(axis=1)
+
+
+def with_rest(probs: np.ndarray) -> np.ndarray:
+    """(n, 10) digit probabilities -> (n, 11) float64: the last column is what they lack of 1 (no digit)."""
+    p = np.asarray(probs, dtype=np.float64)
+    rest = 1 - p.sum(axis=1, keepdims=True)
+    return np.concatenate([p, np.where(rest > _ROUNDING, rest, 0.0)], axis=1)
 
 
 def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T) row by row: float32 (n, k) probabilities summing to 1, argmax unchanged."""
-    logits = np.log(np.maximum(np.asarray(probs, dtype=np.float64), _TINY)) / temperature
+    """softmax(log p / T) over the digits and "not a digit": float32 (n, 10), argmax unchanged.
+
+    Rows summing to 1 stay so; rows that lack the probability of no digit keep lacking its calibrated value.
+    """
+    logits = np.log(np.maximum(with_rest(probs), _TINY)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     out = np.exp(logits)
     out /= out.sum(axis=1, keepdims=True)
-    return out.astype(np.float32)
+    return out[:, :-1].astype(np.float32)
 
 
 def decide(
-    calibrated: np.ndarray, threshold: float, unsure_mass: float
+    calibrated: np.ndarray, threshold: float, unsure_mass: float, digit_threshold: float = 0.0
 ) -> tuple[np.ndarray, list[str | None]]:
-    """Per row: accepted (top probability >= threshold) and, when not, the reason in words."""
+    """Per row: accepted (probability of any digit >= digit_threshold and top probability >= threshold)
+    and, when not, the reason in words."""
     p = np.asarray(calibrated, dtype=np.float64)
     top2 = np.argsort(-p, axis=1, kind="stable")[:, :2]
     first, second = p[np.arange(len(p)), top2[:, 0]], p[np.arange(len(p)), top2[:, 1]]
-    accepted = first >= threshold
+    digit = p.sum(axis=1) >= digit_threshold
+    accepted = digit & (first >= threshold)
     reasons: list[str | None] = []
-    for ok, (a, b), mass in zip(accepted, top2, first + second, strict=True):
+    for ok, is_digit, (a, b), mass in zip(accepted, digit, top2, first + second, strict=True):
         if ok:
             reasons.append(None)
-        elif mass >= unsure_mass:
+        elif is_digit and mass >= unsure_mass:
             low, high = sorted((int(a), int(b)))
             reasons.append(f"unsure between {low} and {high}")
         else:
@@ -118,6 +143,21 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, low: float = 0.05, hi
     return round(float(np.exp((a + b) / 2)), 5)
 
 
+def choose_thresholds(calibrated: np.ndarray, rejected: float, unsure: float) -> tuple[float, float]:
+    """(digit_threshold, threshold) rejecting `rejected` of these validation digits in all, `unsure` of them
+    by their top probability and the rest by their probability of any digit ("not a digit").
+
+    A model without a "not a digit" class gives every digit probability 1 in all: digit_threshold is then
+    0 and the top probability rejects the whole share.
+    """
+    p = np.asarray(calibrated, dtype=np.float64)
+    if not with_rest(p)[:, -1].any():
+        return 0.0, choose_threshold(p.max(axis=1), rejected)
+    digit_threshold = choose_threshold(p.sum(axis=1), max(rejected - unsure, 0.0))
+    kept = p.sum(axis=1) >= digit_threshold
+    return digit_threshold, choose_threshold(p[kept].max(axis=1), unsure * len(p) / kept.sum())
+
+
 def choose_threshold(digit_scores: np.ndarray, max_rejected: float) -> float:
     """The highest threshold rejecting at most `max_rejected` of these digits (a score below it rejects)."""
     s = np.sort(np.asarray(digit_scores, dtype=np.float64))
@@ -130,13 +170,9 @@ def choose_threshold(digit_scores: np.ndarray, max_rejected: float) -> float:
 # ---------------------------------------------------------------- measuring
 
 
-def top_probability(probs: np.ndarray) -> np.ndarray:
-    return np.asarray(probs).max(axis=1)
-
-
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over rows of the squared distance to the one-hot label (0 best, 2 worst)."""
-    p = np.asarray(probs, dtype=np.float64)
+    """Mean squared distance to the one-hot label over the 11 outcomes, "not a digit" included (0 best)."""
+    p = with_rest(probs)
     target = np.zeros_like(p)
     target[np.arange(len(labels)), labels] = 1
     return float(((p - target) ** 2).sum(axis=1).mean())
@@ -199,12 +235,12 @@ def fpr_at_tpr(digit_scores: np.ndarray, other_scores: np.ndarray, tpr: float = 
 
 
 def rejection_metrics(
-    digit_scores: np.ndarray, other_scores: np.ndarray, threshold: float
+    digit_scores: np.ndarray, other_scores: np.ndarray, other_accepted: np.ndarray
 ) -> dict[str, float]:
-    """How well a set of non-digits is told apart from the digits: the share rejected at the threshold,
-    AUROC, and the share still accepted at the threshold that accepts 95% of the digits."""
+    """How well a set of non-digits is told apart from the digits: the share the rule rejects, and by the
+    score alone, AUROC and the share still accepted at the score that accepts 95% of the digits."""
     return {
-        "rejected": round(float(np.mean(np.asarray(other_scores) < threshold)), 5),
+        "rejected": round(float(1 - np.mean(other_accepted)), 5),
         "auroc": round(auroc(digit_scores, other_scores), 5),
         "fpr_at_95_tpr": round(fpr_at_tpr(digit_scores, other_scores, 0.95), 5),
     }

@@ -90,12 +90,13 @@ def _body(arch: Architecture) -> list[layers.Layer]:
     return out
 
 
-def build_model(params: ModelParams, lr: float = 1e-3) -> keras.Model:
-    """A compiled softmax classifier for 28x28x1 inputs in [0, 1]."""
+def build_model(params: ModelParams, lr: float = 1e-3, not_a_digit: bool = False) -> keras.Model:
+    """A compiled softmax classifier for 28x28x1 inputs in [0, 1]: 10 digits, plus "not a digit" if asked."""
     arch = resolve(params)
+    classes = NUM_CLASSES + not_a_digit
     try:
         model = keras.Sequential(
-            [keras.Input(INPUT_SHAPE), *_body(arch), layers.Dense(NUM_CLASSES, activation="softmax")],
+            [keras.Input(INPUT_SHAPE), *_body(arch), layers.Dense(classes, activation="softmax")],
             name=f"digits_{arch.preset}",
         )
     except ValueError as e:  # e.g. more blocks than a 28x28 image can be downsampled through
@@ -110,6 +111,28 @@ def build_model(params: ModelParams, lr: float = 1e-3) -> keras.Model:
     return model
 
 
+def digit_outputs(model: keras.Model) -> keras.Model:
+    """The model as everything downstream takes it: 10 outputs, the probability of each digit.
+
+    A model trained with a "not a digit" class keeps its softmax over 11 and drops the last column, so the
+    saved file, the exports, the runtime and the ensembles stay 10-wide; the rows then sum to less than 1 and
+    what they lack is the probability of no digit (digits.confidence.with_rest puts it back). Standard layers
+    only: the file still loads in safe mode and converts to LiteRT.
+    """
+    if model.output_shape[-1] == NUM_CLASSES:
+        return model
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *model.layers,
+            layers.Reshape((NUM_CLASSES + 1, 1)),
+            layers.Cropping1D((0, 1)),
+            layers.Flatten(),
+        ],
+        name=model.name,
+    )
+
+
 def load_model(path: str | Path) -> keras.Model:
     """Load a .keras file in safe mode (no arbitrary code); a missing or damaged file is a clear error."""
     path = Path(path)
@@ -122,5 +145,5 @@ def load_model(path: str | Path) -> keras.Model:
 
 
 def predict_probs(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs (n, 10) for uint8 digits (n, 28, 28), in batches of 1000."""
+    """Digit probabilities (n, 10) for uint8 digits (n, 28, 28), in batches of 1000."""
     return model.predict(to_model_input(images), batch_size=1000, verbose=0)

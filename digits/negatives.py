@@ -13,6 +13,8 @@ sent to the server does. So a threshold chosen on these carries over to the app.
 |           | sides or spirals: drawn by hand they are 0s)                                            |
 | noise     | uniform or Gaussian noise, speckles, blotches                                          |
 | scribbles | one long tangled pen path (a random walk with momentum)                                |
+| blobs     | one or two filled polygons, round to oblong, shaded or striped: a coloured-in area, a    |
+|           | stamp, a photo of a thing (at least a third as wide as long: a filled sliver is a 1)   |
 
 `font_digits` renders the digits themselves from the same fonts: digits in a style unlike MNIST, which
 must still be accepted. Every generator is deterministic given its numpy Generator.
@@ -170,12 +172,39 @@ def noise(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray((field * 255).astype(np.uint8))
 
 
+def blobs(rng: np.random.Generator) -> Image.Image:
+    image, draw = _canvas()
+    for _ in range(1 if rng.random() < 0.6 else 2):
+        corners = int(rng.integers(5, 13))
+        # Corners spread all the way round, radii within 0.65-1 of each other, axes 0.35-1: never a sliver.
+        angles = rng.uniform(0, 2 * np.pi) + (np.arange(corners) + rng.uniform(-0.3, 0.3, corners)) * (
+            2 * np.pi / corners
+        )
+        radii = rng.uniform(25, 50) * rng.uniform(0.65, 1.0, corners)
+        axes = rng.permutation([1.0, rng.uniform(0.35, 1.0)])
+        centre = CANVAS / 2 + rng.uniform(-10, 10, 2)
+        corners_xy = centre + axes * radii[:, None] * np.stack([np.cos(angles), np.sin(angles)], 1)
+        draw.polygon([(float(x), float(y)) for x, y in corners_xy], fill=int(rng.integers(110, 256)))
+    field = np.asarray(image, np.float32) / 255
+    kind = rng.integers(3)
+    if kind == 0:  # shaded: coarse noise, blown up
+        coarse = rng.random((int(rng.integers(3, 10)),) * 2)
+        big = Image.fromarray((coarse * 255).astype(np.uint8)).resize((CANVAS, CANVAS), Image.BICUBIC)
+        field *= 0.5 + 0.5 * np.asarray(big, np.float32) / 255
+    elif kind == 1:  # striped
+        frequency, turn = rng.uniform(0.1, 0.4), rng.uniform(0, np.pi)
+        y, x = np.mgrid[:CANVAS, :CANVAS]
+        field *= 0.7 + 0.3 * np.sin(frequency * (x * np.cos(turn) + y * np.sin(turn)))
+    return Image.fromarray((np.clip(field, 0, 1) * 255).astype(np.uint8))
+
+
 FAMILIES: dict[str, Generator] = {
     "letters": letters,
     "strokes": strokes,
     "shapes": shapes,
     "noise": noise,
     "scribbles": scribbles,
+    "blobs": blobs,  # last: the families' indices (y in data/negatives) of the others stay what they were
 }
 
 

@@ -58,13 +58,13 @@ class AugmentParams(_Section):
     seed: Annotated[int, Field(ge=0)] = 42
 
 
-Family = Literal["letters", "strokes", "shapes", "noise", "scribbles"]
+Family = Literal["letters", "strokes", "shapes", "noise", "scribbles", "blobs"]
 
 
 class NegativesParams(_Section):
-    # Generated non-digits (digits.negatives): trained on with a uniform target, and used to check rejection.
-    # Seen every training epoch (uniform target), spread over the training families; 0: none (the default).
-    train: Annotated[int, Field(ge=0)] = 0
+    # Generated non-digits (digits.negatives): an 11th class, "not a digit", and the rejection checks.
+    # train: spread over the training families and shared out among the epochs; 0: a 10-class model.
+    train: Annotated[int, Field(ge=0)] = 36000
     val: Annotated[int, Field(ge=0)] = (
         2000  # training families, other seeds: reported when choosing the threshold
     )
@@ -92,8 +92,8 @@ class TrainParams(_Section):
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.2  # onecycle: share of the steps spent warming up
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     patience: Annotated[int, Field(ge=0)] = 0  # early stopping on val accuracy; 0 disables
-    # With negatives (negatives.train > 0), batch norm statistics measured afresh on this many unaugmented
-    # training digits at each epoch's end; 0: keep the moving averages (digits.train says why).
+    # With negatives (negatives.train > 0), batch norm statistics measured afresh at each epoch's end on this
+    # many unaugmented training digits plus non-digits in training's share; 0: keep the moving averages.
     bn_digits: Annotated[int, Field(ge=0)] = 10000
     seed: Annotated[int, Field(ge=0)] = 42
     # mirrored: every local GPU (TensorFlow). multi_host: one process per host, Keras on JAX (README).
@@ -122,9 +122,10 @@ class EvaluateParams(_Section):
 
 
 class CalibrateParams(_Section):
-    # The rejection threshold is the calibrated top probability that rejects this share of the validation
-    # digits (seen through the server's preprocessing).
-    false_rejection: Annotated[float, Field(ge=0, lt=1)] = 0.0025
+    # The thresholds reject this share of the validation digits (seen through the server's preprocessing):
+    # `unsure` of them by their top probability, the rest by their probability of any digit.
+    false_rejection: Annotated[float, Field(ge=0, lt=1)] = 0.004
+    unsure: Annotated[float, Field(ge=0, lt=1)] = 0.001
     unsure_mass: Annotated[float, Field(gt=0, le=1)] = (
         0.8  # a rejected answer whose top two hold this: "unsure"
     )

@@ -153,15 +153,20 @@ def save_reliability(path: str | Path, curves: dict[str, list[dict]], bins: int)
     _save(fig, path)
 
 
-def save_score_histograms(path: str | Path, scores: dict[str, np.ndarray], threshold: float) -> None:
-    """Distribution of the calibrated top probability per set (name -> scores), the threshold marked."""
+def save_score_histograms(
+    path: str | Path,
+    scores: dict[str, np.ndarray],
+    threshold: float,
+    what: str = "calibrated top probability",
+) -> None:
+    """Distribution of a score (`what`) per set (name -> scores), its threshold marked."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
     edges = np.linspace(0, 1, 51)
     for name, s in scores.items():
         weights = np.full(len(s), 1 / max(len(s), 1))
         ax.hist(s, bins=edges, weights=weights, histtype="step", lw=1.5, label=f"{name} ({len(s)})")
     ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="calibrated top probability", ylabel="share of the set", yscale="log")
+    ax.set(xlabel=what, ylabel="share of the set", yscale="log")
     ax.set_title("Digits against non-digits: accepted right of the threshold", fontsize=10)
     ax.legend(fontsize=7, loc="upper center")
     fig.tight_layout()

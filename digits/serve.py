@@ -3,8 +3,9 @@
     python -m digits.serve --model models/serving --host 127.0.0.1 --port 8000
 
 Every answer is calibrated and may be refused (digits.confidence): `probabilities` are temperature-scaled,
-`confidence` is the top one, and below the threshold `accepted` is false with a `reason` ("not a digit",
-"unsure between 4 and 9"). Temperature and threshold come with the bundle (model.json); flags override them.
+`confidence` is the calibrated probability of the answered digit, and below the thresholds `accepted` is false
+with a `reason` ("not a digit", "unsure between 4 and 9"). Temperature and thresholds come with the bundle
+(model.json); flags override them.
 
 A .tflite model (the export stage's) runs on LiteRT and the server never imports TensorFlow; a .keras model
 runs through a tf.function (digits.runtime has both).
@@ -150,7 +151,7 @@ _NOT_A_DIGIT = {
     "digit": 8,
     "probabilities": [0.112, 0.043, 0.094, 0.128, 0.051, 0.097, 0.038, 0.062, 0.301, 0.074],
     "accepted": False,
-    "confidence": 0.301,
+    "confidence": 0.021,
     "reason": "not a digit",
 }
 _UNSURE = {
@@ -171,17 +172,22 @@ class Result(BaseModel):
     probabilities: list[float] = Field(
         min_length=10,
         max_length=10,
-        description="per class 0..9, calibrated (temperature-scaled), sum 1, rounded to 6 decimals",
+        description="per digit 0..9, calibrated (temperature-scaled), sum 1: how likely each digit is if the "
+        "picture is one; rounded to 6 decimals",
     )
     accepted: bool = Field(
-        description="whether `confidence` reached the server's threshold: true means trust `digit`; false "
+        description="whether the answer passed the server's thresholds (`confidence`, and the probability of "
+        "any digit): true means trust `digit`; false "
         "means show `reason` instead of a digit"
     )
     confidence: float = Field(
-        ge=0, le=1, description="the calibrated top probability (the largest of `probabilities`)"
+        ge=0,
+        le=1,
+        description="the calibrated probability that the picture is `digit`: the largest of `probabilities` "
+        'times the chance that it is a digit at all (a model trained with a "not a digit" class knows it)',
     )
     reason: str | None = Field(
-        description='why it was not accepted: "not a digit" (the probability is spread out), or "unsure '
+        description='why it was not accepted: "not a digit" (no digit holds much probability), or "unsure '
         'between A and B" (two digits, A < B, hold most of it); null when accepted',
         pattern=r"^(not a digit|unsure between [0-9] and [0-9])$",
         examples=[None, "not a digit", "unsure between 4 and 9"],
@@ -210,6 +216,7 @@ class CalibrationSources(BaseModel):
     temperature: CalibrationSource
     threshold: CalibrationSource
     unsure_mass: CalibrationSource
+    digit_threshold: CalibrationSource
 
 
 class CalibrationInUse(BaseModel):
@@ -225,10 +232,16 @@ class CalibrationInUse(BaseModel):
         description='a rejected answer whose top two probabilities sum to at least this is "unsure between '
         'A and B", else "not a digit"',
     )
+    digit_threshold: float = Field(
+        ge=0,
+        le=1,
+        description='the calibrated probability of any digit (a model with a "not a digit" class knows it) '
+        'below which the answer is "not a digit" (0: never)',
+    )
     source: CalibrationSources = Field(
         description="where each value came from: the serving bundle's model.json, a server flag "
-        "(--temperature, --threshold, --unsure-mass), or the default (no calibration in the model's "
-        "metadata: an older bundle or a .keras file)"
+        "(--temperature, --threshold, --unsure-mass, --digit-threshold), or the default (no calibration in "
+        "the model's metadata: an older bundle or a .keras file)"
     )
 
 
@@ -246,7 +259,13 @@ class ModelInfo(BaseModel):
                         "temperature": 1.42,
                         "threshold": 0.71,
                         "unsure_mass": 0.8,
-                        "source": {"temperature": "bundle", "threshold": "flag", "unsure_mass": "bundle"},
+                        "digit_threshold": 0.89,
+                        "source": {
+                            "temperature": "bundle",
+                            "threshold": "flag",
+                            "unsure_mass": "bundle",
+                            "digit_threshold": "bundle",
+                        },
                     },
                 }
             ]
@@ -566,8 +585,8 @@ def create_app(
 
     `threads`: LiteRT kernel threads (default: the CPUs, at most 4). `predictor`: one already loaded (the
     CLI loads it first, so a bad model file is one line of error, not a traceback). `allowed_hosts`: the
-    Host header names served (None: any). `calibration`: temperature, threshold and/or unsure_mass to use
-    instead of the bundle's (the server flags).
+    Host header names served (None: any). `calibration`: any of Calibration's values (temperature,
+    threshold, unsure_mass, digit_threshold) to use instead of the bundle's (the server flags).
     """
     model_path = model_file(model_path)
     if not model_path.is_file():
@@ -761,14 +780,15 @@ def create_app(
 def _results(probabilities: np.ndarray, calibration: Calibration) -> list[dict[str, Any]]:
     """The model's (n, 10) probabilities -> one answer per row, calibrated and accepted or not.
 
-    `accepted` is decided on the unrounded confidence; the JSON carries it rounded like the probabilities.
+    `accepted` is decided on the unrounded confidence; the JSON carries it rounded like the probabilities,
+    which are shown as the digits' shares (summing to 1) whatever the chance of no digit.
     """
     calibrated = calibration.apply(probabilities)
     accepted, reasons = calibration.decide(calibrated)
     return [
         {
             "digit": int(p.argmax()),
-            "probabilities": [round(float(v), 6) for v in p],
+            "probabilities": [round(float(v), 6) for v in p / max(float(p.sum()), 1e-30)],
             "accepted": bool(ok),
             "confidence": round(float(p.max()), 6),
             "reason": reason,
@@ -869,6 +889,12 @@ def main(argv: list[str] | None = None) -> int:
         help="in [0, 1]: a refused answer whose top two probabilities hold this much is 'unsure between A "
         "and B', else 'not a digit' (default: the bundle's, else 0.8)",
     )
+    parser.add_argument(
+        "--digit-threshold",
+        type=float,
+        help="in [0, 1]: an answer whose calibrated probability of any digit is below it is 'not a digit' "
+        "(default: the bundle's, else 0: never)",
+    )
     args = parser.parse_args(argv)
     for name in ("workers", "limit_concurrency"):
         if getattr(args, name) < 1:
@@ -878,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     calibration = {
         name: getattr(args, name)
-        for name in ("temperature", "threshold", "unsure_mass")
+        for name in Calibration.__dataclass_fields__
         if getattr(args, name) is not None
     }
     for name, value in calibration.items():

@@ -129,39 +129,22 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-NOT_A_DIGIT = -1  # the label of a generated non-digit in the training set
+NOT_A_DIGIT = NUM_CLASSES  # the label of a generated non-digit: an 11th class, "none of the digits"
 
 
-def soft_targets(labels: np.ndarray) -> np.ndarray:
-    """One-hot rows for digits, a uniform row for NOT_A_DIGIT (outlier exposure: "none of them")."""
-    labels = np.asarray(labels, dtype=np.int64)
-    digits = labels != NOT_A_DIGIT
-    out = np.full((len(labels), NUM_CLASSES), 1 / NUM_CLASSES, np.float32)
-    out[digits] = one_hot(labels[digits])
-    return out
-
-
-class DigitAccuracy(keras.metrics.Mean):
-    """Accuracy over the digits only: rows with a uniform target (non-digits) have no right answer."""
-
-    def __init__(self, name: str = "accuracy", **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        ops = keras.ops
-        is_digit = ops.cast(ops.max(y_true, axis=-1) > 0.5, "float32")
-        hit = ops.cast(ops.argmax(y_true, axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
-        super().update_state(hit, sample_weight=is_digit)
+def classes_of(labels: np.ndarray) -> int:
+    """10, or 11 when the labels include generated non-digits: the model then learns "not a digit" too."""
+    return NUM_CLASSES + bool(np.any(np.asarray(labels) == NOT_A_DIGIT))
 
 
 def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 1000) -> None:
-    """Set every batch norm's moving mean and variance to its input's statistics on these uint8 digits.
+    """Set every batch norm's moving mean and variance to its input's statistics on these uint8 pictures.
 
-    The moving averages are left behind by training: they follow augmented (and, with negatives, mixed)
-    batches while the weights change fast under one-cycle. A model that has learnt to answer "none of
-    them" is sensitive to that: its clean validation accuracy fell from 99.4% to 98.4% with them, and came
-    back with statistics measured on clean training digits (README: Knowing when it doesn't know). Layer by
-    layer, in order, so each sees the recalibrated layers before it; dropout is off, as when serving.
+    The moving averages lag behind training: they follow the batches while the weights change fast under
+    one-cycle. A model with a "not a digit" class is very sensitive to that: with them, after its second
+    epoch it called 99% of the validation digits "not a digit"; with statistics measured afresh it read 98.8%
+    of them right (README: Knowing when it doesn't know). Layer by layer, in order, so each sees the
+    recalibrated layers before it; dropout is off, as when serving.
     """
     layers_ = model.layers
     for k, layer in enumerate(layers_):
@@ -181,24 +164,24 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
 
 
 class RecalibratedValidation(keras.callbacks.Callback):
-    """At each epoch's end: batch norm statistics from clean digits, then the validation figures with them.
+    """At each epoch's end: batch norm statistics measured afresh, then the validation figures with them.
 
     Listed first, it sets val_accuracy and val_loss (fit then runs no validation of its own) before early
     stopping, the best-epoch choice and DVCLive read them, so the epoch kept is the best one as it will be
     served. Keras's progress line shows them too.
     """
 
-    def __init__(self, clean_digits: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> None:
+    def __init__(self, bn_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray) -> None:
         super().__init__()
-        self.clean = clean_digits
+        self.bn_images = bn_images
         self.val_x, self.val_y = to_model_input(val_images), np.asarray(val_labels)
-        self.val_t = one_hot(val_labels)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        recalibrate_batch_norm(self.model, self.clean)
+        recalibrate_batch_norm(self.model, self.bn_images)
         probs = self.model.predict(self.val_x, batch_size=1000, verbose=0)
-        accuracy = float(np.mean(probs.argmax(axis=1) == self.val_y))
-        loss = float(keras.ops.convert_to_numpy(self.model.loss(self.val_t, probs)))
+        accuracy = float(np.mean(probs.argmax(axis=1) == self.val_y))  # "not a digit" counts as wrong
+        targets = one_hot(self.val_y, probs.shape[1])
+        loss = float(keras.ops.convert_to_numpy(self.model.loss(targets, probs)))
         if logs is not None:
             logs.update(val_accuracy=accuracy, val_loss=loss)
         log(f"epoch {epoch + 1}, batch norm recalibrated: val_accuracy {accuracy:.4f}, val_loss {loss:.4f}")
@@ -207,13 +190,25 @@ class RecalibratedValidation(keras.callbacks.Callback):
 def with_negatives(
     copies: np.ndarray, labels: np.ndarray, negatives: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every copy of the training digits followed by the same non-digits, labelled NOT_A_DIGIT."""
+    """Each copy of the training digits followed by its own equal share of the non-digits (NOT_A_DIGIT).
+
+    Every epoch trains on one copy, so it also sees non-digits it has not seen before: more variety than
+    the same ones every epoch, for the same time. Copy j gets non-digits j, j + copies, j + 2 copies...,
+    so each share mixes every family even when they come family by family. A remainder is left out.
+    """
     if not len(negatives):
         return copies, labels
-    tiled = np.broadcast_to(negatives, (len(copies), *negatives.shape))
+    per_copy = len(negatives) // len(copies)
+    if not per_copy:
+        raise DigitsError(
+            f"{len(negatives)} non-digits cannot be shared among {len(copies)} training copies: "
+            "set negatives.train to 0 or to at least augment.copies"
+        )
+    shares = negatives[: per_copy * len(copies)].reshape(per_copy, len(copies), *negatives.shape[1:])
+    shares = shares.swapaxes(0, 1)
     return (
-        np.concatenate([copies, tiled], axis=1),
-        np.concatenate([np.asarray(labels, np.int64), np.full(len(negatives), NOT_A_DIGIT)]),
+        np.concatenate([copies, shares], axis=1),
+        np.concatenate([np.asarray(labels, np.int64), np.full(per_copy, NOT_A_DIGIT)]),
     )
 
 
@@ -222,7 +217,14 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def epoch_dataset(copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epochs: int) -> Any:
+def epoch_dataset(
+    copies: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    classes: int = NUM_CLASSES,
+) -> Any:
     """EpochCopies' batches for `epochs` epochs, in the same order, as one tf.data pipeline.
 
     Keras pulls a PyDataset's batches through Python one at a time, which can halve the images/s of these
@@ -234,7 +236,7 @@ def epoch_dataset(copies: np.ndarray, labels: np.ndarray, batch_size: int, seed:
     # Row e holds epoch e's order as indices into the copies stacked end to end.
     orders = np.stack([epoch_order(seed, e, n) + (e % n_copies) * n for e in range(epochs)])
     images = tf.constant(copies.reshape(n_copies * n, SIDE, SIDE, 1))
-    targets = tf.constant(soft_targets(labels))
+    targets = tf.constant(one_hot(labels, classes))
 
     def batch(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # x / 255 in float32, like to_model_input: the same bits.
@@ -252,12 +254,14 @@ class EpochCopies(keras.utils.PyDataset):
     but the augmentation itself was done once by the augment stage and cached by DVC.
     """
 
-    def __init__(self, copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         if copies.ndim != 4 or copies.shape[1] != len(labels):
             raise ValueError(f"copies must be (n_copies, n, 28, 28) matching {len(labels)} labels")
         self.copies = copies
-        self.targets = soft_targets(labels)
+        self.targets = one_hot(labels, classes)
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
@@ -299,6 +303,7 @@ class ProcessShare(EpochCopies):
         process: int | None = None,
         processes: int | None = None,
         devices: int | None = None,
+        classes: int = NUM_CLASSES,
     ) -> None:
         if process is None or processes is None or devices is None:
             import jax
@@ -309,7 +314,7 @@ class ProcessShare(EpochCopies):
                 f"train.batch_size={batch_size} does not split evenly over the {devices} devices of this "
                 "multi_host run: make it a multiple of the number of devices"
             )
-        super().__init__(copies, labels, batch_size, seed)
+        super().__init__(copies, labels, batch_size, seed, classes)
         self.process, self.processes, self.devices = process, processes, devices
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -350,20 +355,24 @@ def train_model(
     val_labels: np.ndarray,
     params: TrainParams,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
-    clean_digits: np.ndarray | None = None,
+    bn_images: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit a model compiled by `compile_for`; keep the weights of the best validation epoch.
 
-    With `clean_digits`, every epoch ends by recalibrating the batch norms on them, and the validation
+    With `bn_images`, every epoch ends by recalibrating the batch norms on them, and the validation
     figures that choose the epoch are the recalibrated model's (RecalibratedValidation).
     """
+    classes = model.output_shape[-1]
     if keras.backend.backend() == "tensorflow":
-        data = epoch_dataset(train_copies, train_labels, params.batch_size, params.seed, params.epochs)
+        p = params
+        data = epoch_dataset(train_copies, train_labels, p.batch_size, p.seed, p.epochs, classes)
         steps = math.ceil(len(train_labels) / params.batch_size)
     elif params.distribute == "multi_host":
-        data, steps = ProcessShare(train_copies, train_labels, params.batch_size, params.seed), None
+        data = ProcessShare(train_copies, train_labels, params.batch_size, params.seed, classes=classes)
+        steps = None
     else:
-        data, steps = EpochCopies(train_copies, train_labels, params.batch_size, params.seed), None
+        data = EpochCopies(train_copies, train_labels, params.batch_size, params.seed, classes)
+        steps = None
     if params.schedule == "exponential":
         callbacks = [
             keras.callbacks.LearningRateScheduler(lambda e: params.lr * params.lr_decay**e),
@@ -377,9 +386,7 @@ def train_model(
         restore_best_weights=True,
         start_from_epoch=0,
     )
-    recalibrated = (
-        [] if clean_digits is None else [RecalibratedValidation(clean_digits, val_images, val_labels)]
-    )
+    recalibrated = [] if bn_images is None else [RecalibratedValidation(bn_images, val_images, val_labels)]
     start = time.perf_counter()
     history = model.fit(
         data,
@@ -387,7 +394,7 @@ def train_model(
         steps_per_epoch=steps,
         shuffle=False,  # both feeds shuffle per epoch themselves
         # With recalibration the callback validates; Keras's own pass, on stale statistics, would be wasted.
-        validation_data=None if recalibrated else (to_model_input(val_images), one_hot(val_labels)),
+        validation_data=None if recalibrated else (to_model_input(val_images), one_hot(val_labels, classes)),
         callbacks=[*recalibrated, best, *callbacks],
         verbose=2,
     ).history
@@ -414,7 +421,7 @@ def compile_for(model: keras.Model, params: TrainParams, n_train: int) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(params, math.ceil(n_train / params.batch_size))),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
-        metrics=[DigitAccuracy()],
+        metrics=["accuracy"],
     )
 
 
@@ -426,21 +433,26 @@ def build_and_train(
     val_images: np.ndarray,
     val_labels: np.ndarray,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
-    clean_digits: np.ndarray | None = None,
+    bn_images: np.ndarray | None = None,
 ) -> TrainResult:
-    """Build and fit; with `clean_digits` (uint8, unaugmented) the batch norms are recalibrated on them."""
-    from digits.models import build_model
+    """Build and fit; with `bn_images` (uint8) the batch norms are recalibrated on them every epoch.
+
+    With NOT_A_DIGIT labels among train_labels the model learns an 11th class; the result's model is the
+    10-output one everything downstream takes (digits.models.digit_outputs).
+    """
+    from digits.models import build_model, digit_outputs
 
     strategy = distribution_strategy(train_params.distribute)
     make_deterministic(train_params.seed)
     with strategy.scope() if strategy else nullcontext():
-        model = build_model(model_params)
+        model = build_model(model_params, not_a_digit=classes_of(train_labels) > NUM_CLASSES)
         compile_for(model, train_params, len(train_labels))
     result = train_model(
-        model, train_copies, train_labels, val_images, val_labels, train_params, callbacks, clean_digits
+        model, train_copies, train_labels, val_images, val_labels, train_params, callbacks, bn_images
     )
     if train_params.distribute == "multi_host":
         # Under the distribution every new variable is a step all processes must take together, and saving
         # creates some (a fresh optimizer): process 0 would wait for the others forever. Training is done.
         keras.distribution.set_distribution(None)
+    result.model = digit_outputs(result.model)
     return result

@@ -1,10 +1,10 @@
-"""Calibrate the model's confidence and choose its rejection threshold, on validation data only.
+"""Calibrate the model's confidence and choose its rejection thresholds, on validation data only.
 
 Reads models/model.keras, data/prepared/{val,test}.npz and data/negatives/val.npz; every picture is seen
-as the server prepares it (digits.drawing). Writes models/calibration.json (temperature, threshold,
-unsure_mass: what the export stage puts in the serving bundle), metrics/calibrate.json (the choice, and
-ECE / NLL / Brier on the test digits before and after, test being for the report only) and the reliability
-diagram: plots/reliability/{before,after}.csv and plots/reliability.png.
+as the server prepares it (digits.drawing). Writes models/calibration.json (temperature, the two
+thresholds, unsure_mass: what the export stage puts in the serving bundle), metrics/calibrate.json (the
+choice, and ECE / NLL / Brier on the test digits before and after, test being for the report only) and the
+reliability diagram: plots/reliability/{before,after}.csv and plots/reliability.png.
 """
 
 from digits.cli import log, run_stage
@@ -29,20 +29,20 @@ def main(params: Params) -> None:
 
     val_probs, val_y = served_probs("data/prepared/val.npz")
     temperature = c.fit_temperature(val_probs, val_y)
-    val_scores = c.top_probability(c.calibrate(val_probs, temperature))
-    threshold = round(c.choose_threshold(val_scores, p.false_rejection), 6)
-    calibration = c.Calibration(temperature, threshold, p.unsure_mass)
+    val = c.calibrate(val_probs, temperature)
+    digit_threshold, threshold = c.choose_thresholds(val, p.false_rejection, p.unsure)
+    calibration = c.Calibration(temperature, round(threshold, 6), p.unsure_mass, round(digit_threshold, 6))
     write_json("models/calibration.json", calibration.as_dict())
 
     negatives, _ = load_split("data/negatives/val.npz")
-    neg_scores = c.top_probability(calibration.apply(predict_probs(model, negatives)))
+    neg = calibration.apply(predict_probs(model, negatives))
     test_probs, test_y = served_probs("data/prepared/test.npz")
     before, after = test_probs, calibration.apply(test_probs)
     metrics = {
         **calibration.as_dict(),
-        "val_false_rejection": round(float((val_scores < threshold).mean()), 5),
-        "val_negatives_rejected": round(float((neg_scores < threshold).mean()), 5),
-        "val_auroc": round(c.auroc(val_scores, neg_scores), 5),
+        "val_false_rejection": round(float(1 - calibration.decide(val)[0].mean()), 5),
+        "val_negatives_rejected": round(float(1 - calibration.decide(neg)[0].mean()), 5),
+        "val_auroc": round(c.auroc(calibration.score(val), calibration.score(neg)), 5),
         "test_before": c.calibration_metrics(before, test_y, p.bins),
         "test_after": c.calibration_metrics(after, test_y, p.bins),
     }
@@ -52,7 +52,8 @@ def main(params: Params) -> None:
         write_csv(f"plots/reliability/{name}.csv", rows)
     save_reliability("plots/reliability.png", curves, p.bins)
     log(
-        f"calibrate: temperature {temperature:.3f}, threshold {threshold:.4f} (val digits rejected "
+        f"calibrate: temperature {temperature:.3f}, thresholds {digit_threshold:.4f} on the probability of "
+        f"any digit, {threshold:.4f} on the top one (val digits rejected "
         f"{metrics['val_false_rejection']:.2%}, val non-digits {metrics['val_negatives_rejected']:.2%}); "
         f"test ECE {metrics['test_before']['ece']:.4f} -> {metrics['test_after']['ece']:.4f}"
     )

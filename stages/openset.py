@@ -35,15 +35,15 @@ def main(params: Params) -> None:
     calibration = c.Calibration.from_dict(json.loads(Path("models/calibration.json").read_text()))
     model = load_model("models/model.keras")
 
-    def judge(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities and scores; a picture the server would refuse as blank scores 0."""
+    def judge(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated probabilities, accepted or not, and scores (calibration.score); a picture the server
+        would refuse as blank is not accepted and scores 0."""
         served, ink = as_served(images)
         probs = calibration.apply(predict_probs(model, served))
-        return probs, np.where(ink, c.top_probability(probs), 0.0)
+        return probs, ink & calibration.decide(probs)[0], np.where(ink, calibration.score(probs), 0.0)
 
-    def digits_report(probs: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict:
+    def digits_report(probs: np.ndarray, accepted: np.ndarray, labels: np.ndarray) -> dict:
         correct = probs.argmax(axis=1) == labels
-        accepted = scores >= calibration.threshold
         return {
             "accuracy": round(float(correct.mean()), 5),
             "rejected": round(float((~accepted).mean()), 5),
@@ -54,32 +54,37 @@ def main(params: Params) -> None:
     test_x, test_y = load_split("data/prepared/test.npz")
     keep = robustness.subset(len(test_y), p.samples, p.seed)
     test_x, test_y = test_x[keep], test_y[keep]
-    probs, digit_scores = judge(test_x)
-    report = {"threshold": calibration.threshold, "mnist": digits_report(probs, digit_scores, test_y)}
+    probs, digit_accepted, digit_scores = judge(test_x)
+    report = {
+        "threshold": calibration.threshold,
+        "digit_threshold": calibration.digit_threshold,
+        "mnist": digits_report(probs, digit_accepted, test_y),
+    }
     font_rng = negatives.generator(p.seed, "font digits")
     font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), font_rng)
-    font_probs, font_scores = judge(font_x)
-    report["font_digits"] = digits_report(font_probs, font_scores, font_y)
+    font_probs, font_accepted, font_scores = judge(font_x)
+    report["font_digits"] = digits_report(font_probs, font_accepted, font_y)
 
-    scores = {"MNIST test": digit_scores}
+    judged = {}  # name -> (accepted, scores)
     fashion = read_idx("data/fashion/t10k-images-idx3-ubyte")[: p.samples]
-    scores["Fashion-MNIST"] = judge(fashion)[1]
+    judged["Fashion-MNIST"] = judge(fashion)[1:]
     neg_x, neg_family = load_split("data/negatives/test.npz")
-    neg_scores = judge(neg_x)[1]
+    _, neg_accepted, neg_scores = judge(neg_x)
     for i, family in enumerate(negatives.FAMILIES):
         held = " (held out)" if family == params.negatives.heldout else ""
-        scores[family + held] = neg_scores[neg_family == i]
+        judged[family + held] = neg_accepted[neg_family == i], neg_scores[neg_family == i]
     noise = negatives.pure_noise(min(NOISE, p.samples), negatives.generator(p.seed, "noise"))
-    scores["pure noise"] = judge(noise)[1]
+    judged["pure noise"] = judge(noise)[1:]
     report["non_digits"] = {
-        name: c.rejection_metrics(digit_scores, s, calibration.threshold) | {"n": len(s)}
-        for name, s in list(scores.items())[1:]
+        name: c.rejection_metrics(digit_scores, s, accepted) | {"n": len(s)}
+        for name, (accepted, s) in judged.items()
     }
     report["heldout_family"] = params.negatives.heldout
 
     report["corruptions"] = {}
     for name, x in robustness.corrupt_all(test_x, params.robustness.seed).items():
-        report["corruptions"][name] = digits_report(*judge(x), test_y)
+        corrupted, accepted, _ = judge(x)
+        report["corruptions"][name] = digits_report(corrupted, accepted, test_y)
 
     write_json("metrics/openset.json", report)
     rows = [{"set": "MNIST test", "rejected": report["mnist"]["rejected"]}]
@@ -87,9 +92,12 @@ def main(params: Params) -> None:
     rows += [{"set": name, "rejected": m["rejected"]} for name, m in report["non_digits"].items()]
     rows += [{"set": f"MNIST {k}", "rejected": m["rejected"]} for k, m in report["corruptions"].items()]
     write_csv("plots/openset.csv", rows)
-    save_score_histograms(
-        "plots/openset_scores.png", scores | {"font digits": font_scores}, calibration.threshold
-    )
+    scores = {"MNIST test": digit_scores, **{name: s for name, (_, s) in judged.items()}}
+    if calibration.digit_threshold:
+        line, what = calibration.digit_threshold, "calibrated probability of any digit"
+    else:
+        line, what = calibration.threshold, "calibrated top probability"
+    save_score_histograms("plots/openset_scores.png", scores | {"font digits": font_scores}, line, what)
     for row in rows:
         log(f"openset: {row['set']:<22} rejected {row['rejected']:.2%}")
 

@@ -1,8 +1,9 @@
 """Train the CNN on the augmented training split, selecting weights on the validation split.
 
 Reads data/prepared/{train,val}.npz, data/augmented/train.npz and data/negatives/train.npz (generated
-non-digits, trained towards a uniform output: outlier exposure). The main model (no arguments) writes
-models/model.keras, metrics/train.json and the per-epoch DVCLive curves under plots/training/.
+non-digits: with any, the model learns an 11th class, "not a digit", and each epoch sees its own share).
+The main model (no arguments) writes models/model.keras, metrics/train.json and the per-epoch DVCLive
+curves under plots/training/.
 `--member SEED` trains an ensemble member with that seed instead: models/members/seed-SEED.{keras,json}.
 With train.distribute=multi_host, every host runs this script and only process 0 writes the outputs
 (README: Training across hosts).
@@ -10,6 +11,8 @@ With train.distribute=multi_host, every host runs this script and only process 0
 
 import argparse
 from pathlib import Path
+
+import numpy as np
 
 from digits.cli import log, run_stage
 from digits.files import save_model, write_json
@@ -26,22 +29,29 @@ def main(params: Params, member: int | None) -> None:
     rank = process_index(params.train.distribute)  # 0 unless another host of a multi_host run
     copies, digit_y = load_training_copies()
     negatives, _ = load_split("data/negatives/train.npz")
-    copies, train_y = with_negatives(copies, digit_y, negatives)
+    copies, train_y = with_negatives(copies, digit_y, negatives)  # each copy (epoch) its own share
     val_x, val_y = load_split("data/prepared/val.npz")
     train_params = params.train if member is None else params.train.model_copy(update={"seed": member})
     name = "main model" if member is None else f"ensemble member seed {member}"
     log(
-        f"train: {name}, {len(digit_y)} digits x {len(copies)} copies + {len(negatives)} non-digits, "
-        f"{len(val_y)} digits for validation"
+        f"train: {name}, {len(digit_y)} digits + {len(train_y) - len(digit_y)} non-digits x {len(copies)} "
+        f"copies, {len(val_y)} digits for validation"
     )
 
-    # Non-digits in the batches leave batch norm's moving statistics off for digits: with them, measure the
-    # statistics afresh (digits.train.RecalibratedValidation); without, that changes nothing but the time.
+    # With a "not a digit" class, batch norm's moving statistics lag far behind the weights: measure them
+    # afresh on unaugmented digits and, in the share training saw, non-digits (RecalibratedValidation).
+    # Without, that changes nothing but the time.
     bn = params.train.bn_digits if len(negatives) else 0
-    clean = load_split("data/prepared/train.npz")[0][:bn] if bn else None
+    bn_images = None
+    if bn:
+        clean = load_split("data/prepared/train.npz")[0][:bn]
+        share = round(len(clean) * (len(train_y) - len(digit_y)) / len(digit_y))
+        bn_images = np.concatenate([clean, copies[0, len(digit_y) :][:share]])  # non-digits of all families
 
     def fit(callbacks: list) -> TrainResult:
-        return build_and_train(params.model, train_params, copies, train_y, val_x, val_y, callbacks, clean)
+        return build_and_train(
+            params.model, train_params, copies, train_y, val_x, val_y, callbacks, bn_images
+        )
 
     if member is None and rank == 0:
         with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:

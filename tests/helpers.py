@@ -98,7 +98,8 @@ SEVEN = [[(0.25, 0.2), (0.5, 0.2), (0.75, 0.2), (0.6, 0.5), (0.45, 0.85)]]  # 0.
 # calibrated probabilities that differ from the raw ones. The threshold lies between the scribble (<= 0.41
 # in every form) and the drawn or real MNIST digits the tests send (>= 0.98), with a wide margin on both
 # sides; the scribble's top two (<= 0.63) stay below unsure_mass, so its reason is "not a digit".
-FIXTURE_CALIBRATION = {"temperature": 1.5, "threshold": 0.6, "unsure_mass": 0.8}
+# The fixture model has 10 classes only: no "not a digit" step.
+FIXTURE_CALIBRATION = {"temperature": 1.5, "threshold": 0.6, "unsure_mass": 0.8, "digit_threshold": 0.0}
 
 
 def render_strokes(strokes: list[list[tuple[float, float]]], side: int = 280, width: int = 22) -> np.ndarray:

@@ -29,6 +29,20 @@ def test_calibrate_keeps_argmax_and_sums_to_one() -> None:
     assert (c.calibrate(p, 0.5).max(1) >= p.max(1) - 1e-6).all()  # T < 1 sharpens
 
 
+def test_calibrate_treats_what_the_digits_lack_as_not_a_digit() -> None:
+    eleven = softmax(np.random.default_rng(2).normal(size=(40, 11)) * 3)
+    for t in (0.5, 2.0):
+        # The model's ten outputs (softmax over 11, last dropped) calibrate like the full 11-way softmax.
+        np.testing.assert_allclose(c.calibrate(eleven[:, :10], t), c.calibrate(eleven, t)[:, :10], atol=1e-6)
+        np.testing.assert_allclose(
+            c.calibrate(eleven[:, :10], t).sum(1), 1 - softmax(np.log(eleven) / t)[:, 10], atol=1e-6
+        )
+    # A 10-way softmax's float32 rounding is not taken for a chance of no digit.
+    ten = softmax(np.random.default_rng(3).normal(size=(40, 10))).astype(np.float32)
+    np.testing.assert_allclose(c.calibrate(ten, 3.0).sum(1), 1, atol=1e-6)
+    assert c.with_rest(eleven[:, :10])[:, 10] == pytest.approx(eleven[:, 10], abs=1e-9)
+
+
 def test_fit_temperature_recovers_the_temperature_that_made_the_data() -> None:
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(20000, 10)) * 4
@@ -58,7 +72,7 @@ def test_auroc_and_fpr() -> None:
     digits = np.linspace(0.5, 1, 100)
     assert c.fpr_at_tpr(digits, np.array([0.1, 0.99]), 0.95) == 0.5
     others = np.array([0.1, 0.2, 0.99])
-    m = c.rejection_metrics(digits, others, threshold=0.5)
+    m = c.rejection_metrics(digits, others, others >= 0.5)
     above_099 = int((digits > 0.99).sum())  # digits that outscore the 0.99 non-digit
     assert m["rejected"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["auroc"] == pytest.approx((100 + 100 + above_099) / 300, abs=1e-4)
@@ -75,6 +89,21 @@ def test_choose_threshold_rejects_at_most_the_share_asked() -> None:
         c.choose_threshold(np.array([]), 0.1)
 
 
+def test_choose_thresholds_splits_the_share_between_the_two_steps() -> None:
+    rng = np.random.default_rng(4)
+    eleven = softmax(rng.normal(size=(2000, 11)) * 3 + np.eye(11)[rng.integers(0, 10, 2000)] * 6)
+    digits = c.calibrate(eleven[:, :10], 1.0)
+    digit_threshold, threshold = c.choose_thresholds(digits, 0.04, 0.01)
+    rule = c.Calibration(1.0, threshold, 0.8, digit_threshold)
+    not_a_digit = digits.sum(axis=1) < digit_threshold
+    assert not_a_digit.mean() == pytest.approx(0.03, abs=0.001)
+    assert (1 - rule.decide(digits)[0].mean()) == pytest.approx(0.04, abs=0.001)
+    np.testing.assert_allclose(rule.score(digits), digits.sum(axis=1), rtol=1e-6)
+    # Without a "not a digit" class the top probability rejects the whole share.
+    ten = softmax(rng.normal(size=(2000, 10)) * 3)
+    assert c.choose_thresholds(ten, 0.04, 0.01) == (0.0, c.choose_threshold(ten.max(axis=1), 0.04))
+
+
 def test_decide_gives_accepted_unsure_and_not_a_digit() -> None:
     rule = c.Calibration(temperature=1.0, threshold=0.9, unsure_mass=0.8)
     p = np.zeros((3, 10))
@@ -82,6 +111,13 @@ def test_decide_gives_accepted_unsure_and_not_a_digit() -> None:
     p[1, [4, 9]] = [0.45, 0.5]
     p[1, 0] = 0.05
     p[2] = 0.1
+    accepted, reasons = rule.decide(p)
+    assert accepted.tolist() == [True, False, False]
+    assert reasons == [None, "unsure between 4 and 9", "not a digit"]
+    # With a "not a digit" step: little probability on any digit is "not a digit", even if sharply peaked.
+    rule = c.Calibration(temperature=1.0, threshold=0.5, unsure_mass=0.8, digit_threshold=0.6)
+    p = np.zeros((3, 10))
+    p[0, 3], p[1, [4, 9]], p[2, 7] = 0.95, [0.45, 0.45], 0.55
     accepted, reasons = rule.decide(p)
     assert accepted.tolist() == [True, False, False]
     assert reasons == [None, "unsure between 4 and 9", "not a digit"]
@@ -93,6 +129,7 @@ def test_decide_gives_accepted_unsure_and_not_a_digit() -> None:
         ({"temperature": 0}, "temperature must be a positive number"),
         ({"threshold": 1.5}, r"threshold must lie in \[0, 1\]"),
         ({"unsure_mass": -1}, r"unsure_mass must lie in \[0, 1\]"),
+        ({"digit_threshold": 2}, r"digit_threshold must lie in \[0, 1\]"),
         ({"temperature": 1, "bias": 2}, r"unknown calibration keys \['bias'\]"),
     ],
 )
@@ -102,8 +139,10 @@ def test_calibration_rejects_bad_values(raw: dict, message: str) -> None:
 
 
 def test_calibration_round_trips_through_a_dict() -> None:
-    rule = c.Calibration(0.5, 0.7, 0.9)
+    rule = c.Calibration(0.5, 0.7, 0.9, 0.95)
     assert c.Calibration.from_dict(rule.as_dict()) == rule
+    # An older bundle's calibration, without the "not a digit" step, still loads: the step is off.
+    assert c.Calibration.from_dict({"temperature": 0.5, "threshold": 0.7}).digit_threshold == 0
 
 
 # --- generated non-digits --------------------------------------------------------------------------
@@ -129,6 +168,15 @@ def test_families_have_their_own_streams() -> None:
     first = negatives.generate("letters", 4, negatives.generator(1, "train", "letters"))
     second = negatives.generate("letters", 4, negatives.generator(1, "val", "letters"))
     assert not np.array_equal(first, second)
+
+
+def test_blobs_are_filled_and_never_thin() -> None:
+    blobs = negatives.generate("blobs", 60, negatives.generator(3, "test", "blobs"))
+    for blob in blobs:
+        rows, cols = np.nonzero(blob > 64)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert min(height, width) >= 0.3 * max(height, width)  # not a sliver, which would be a 1
+        assert (blob > 64).sum() > 0.4 * height * width  # filled, unlike pen strokes
 
 
 def test_letters_leave_out_digit_look_alikes() -> None:

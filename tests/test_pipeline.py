@@ -51,16 +51,18 @@ def test_metrics_are_sane(repo: Path) -> None:
 
 def test_calibration_and_openset_reports(repo: Path) -> None:
     calibration = json.loads((repo / "models/calibration.json").read_text())
-    assert set(calibration) == {"temperature", "threshold", "unsure_mass"} and calibration["temperature"] > 0
+    assert set(calibration) == {"temperature", "threshold", "unsure_mass", "digit_threshold"}
+    # The tiny model trained with non-digits: an 11th class, so both steps of the rejection rule are on.
+    assert calibration["temperature"] > 0 and 0 < calibration["digit_threshold"] <= 1
     calibrate = json.loads((repo / "metrics/calibrate.json").read_text())
     for when in ("test_before", "test_after"):
         assert set(calibrate[when]) == {"ece", "nll", "brier"}
     # Temperature scaling minimises the validation NLL; on the test digits it may not win, but it is close.
     assert calibrate["test_after"]["nll"] <= calibrate["test_before"]["nll"] * 1.2
-    assert 0 <= calibrate["val_false_rejection"] <= 0.0025 + 1 / 60  # 60 validation digits
+    assert 0 <= calibrate["val_false_rejection"] <= 0.004 + 1 / 60  # 60 validation digits
     openset = json.loads((repo / "metrics/openset.json").read_text())
     assert openset["mnist"]["n"] == 100 and openset["font_digits"]["n"] == 100
-    families = ["letters", "strokes", "shapes", "noise", "scribbles (held out)"]
+    families = ["letters", "strokes", "shapes", "noise", "scribbles (held out)", "blobs"]
     assert set(openset["non_digits"]) == {"Fashion-MNIST", *families, "pure noise"}
     assert openset["non_digits"]["Fashion-MNIST"]["n"] == 100
     for m in openset["non_digits"].values():

@@ -163,7 +163,8 @@ def test_without_calibration_metadata_everything_is_accepted_as_before(small_mod
         "temperature": 1.0,
         "threshold": 0.0,
         "unsure_mass": 0.8,
-        "source": {"temperature": "default", "threshold": "default", "unsure_mass": "default"},
+        "digit_threshold": 0.0,
+        "source": dict.fromkeys(["temperature", "threshold", "unsure_mass", "digit_threshold"], "default"),
     }
     assert model["file"] == "model-small.keras" and model["runtime"] == "Keras"
 
@@ -181,14 +182,19 @@ def test_api_model_shows_the_model_and_its_calibration(calibrated_bundle, client
         "classes": 10,
         "calibration": {
             **FIXTURE_CALIBRATION,
-            "source": {"temperature": "bundle", "threshold": "bundle", "unsure_mass": "bundle"},
+            "source": dict.fromkeys(["temperature", "threshold", "unsure_mass", "digit_threshold"], "bundle"),
         },
     }
     assert client.get("/ready").json()["model"] == sha
     with TestClient(create_app(calibrated_bundle, calibration={"threshold": 0.9})) as overridden:
         shown = overridden.get("/api/model").json()["calibration"]
     assert shown["threshold"] == 0.9 and shown["temperature"] == FIXTURE_CALIBRATION["temperature"]
-    assert shown["source"] == {"temperature": "bundle", "threshold": "flag", "unsure_mass": "bundle"}
+    assert shown["source"] == {
+        "temperature": "bundle",
+        "threshold": "flag",
+        "unsure_mass": "bundle",
+        "digit_threshold": "bundle",
+    }
 
 
 def test_api_model_waits_for_the_model(calibrated_bundle):
@@ -209,7 +215,7 @@ def test_openapi_documents_the_new_fields(client):
     model = spec["paths"]["/api/model"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert model == {"$ref": "#/components/schemas/ModelInfo"}
     calibration = set(schemas["CalibrationInUse"]["properties"])
-    assert calibration == {"temperature", "threshold", "unsure_mass", "source"}
+    assert calibration == {"temperature", "threshold", "unsure_mass", "digit_threshold", "source"}
 
 
 # --- where the calibration comes from -----------------------------------------------------------------
@@ -271,14 +277,16 @@ def test_cli_flags_reach_the_app_and_are_said_at_startup(calibrated_bundle, caps
 
     served = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
-    assert main(["--model", str(calibrated_bundle), "--threshold", "0.9", "--unsure-mass", "0.5"]) == 0
+    flags = ["--threshold", "0.9", "--unsure-mass", "0.5", "--digit-threshold", "0.3"]
+    assert main(["--model", str(calibrated_bundle), *flags]) == 0
     assert (
-        "calibration: temperature 1.5 (bundle), threshold 0.9 (flag), unsure_mass 0.5 (flag)"
-        in capsys.readouterr().err
+        "calibration: temperature 1.5 (bundle), threshold 0.9 (flag), unsure_mass 0.5 (flag), "
+        "digit_threshold 0.3 (flag)" in capsys.readouterr().err
     )
     with TestClient(served[0]) as client:
         shown = client.get("/api/model").json()["calibration"]
     assert (shown["threshold"], shown["unsure_mass"], shown["source"]["threshold"]) == (0.9, 0.5, "flag")
+    assert (shown["digit_threshold"], shown["source"]["digit_threshold"]) == (0.3, "flag")
 
 
 def test_worker_processes_get_the_flags(calibrated_bundle, monkeypatch):

@@ -169,23 +169,45 @@ def test_distribute_default_needs_no_strategy_and_unknown_names_fail() -> None:
         distribution_strategy("multi_worker")
 
 
-def test_non_digits_get_a_uniform_target_and_no_accuracy() -> None:
-    from digits.train import NOT_A_DIGIT, DigitAccuracy, soft_targets, with_negatives
+def test_non_digits_are_an_eleventh_class_and_each_copy_gets_its_own_share() -> None:
+    from digits.train import NOT_A_DIGIT, classes_of, with_negatives
 
-    targets = soft_targets(np.array([3, NOT_A_DIGIT, 0]))
-    np.testing.assert_array_equal(targets[0], np.eye(10)[3])
-    np.testing.assert_allclose(targets[1], 0.1)
     copies = np.zeros((2, 3, 28, 28), np.uint8)
-    negatives = np.full((2, 28, 28), 7, np.uint8)
+    negatives = np.arange(5, dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8)
     both, labels = with_negatives(copies, np.array([1, 2, 3]), negatives)
-    assert both.shape == (2, 5, 28, 28) and (both[:, 3:] == 7).all()
-    assert labels.tolist() == [1, 2, 3, NOT_A_DIGIT, NOT_A_DIGIT]
-    metric = DigitAccuracy()
-    # Two digits (one right, one wrong) and a non-digit whose argmax would count as wrong for class 0.
-    y_true = soft_targets(np.array([1, 2, NOT_A_DIGIT]))
-    y_pred = np.eye(10, dtype=np.float32)[[1, 5, 7]]
-    metric.update_state(y_true, y_pred)
-    assert float(metric.result()) == pytest.approx(0.5)
+    # 5 non-digits over 2 copies: 2 each, the fifth left out; copy 0 gets 0 and 2, copy 1 gets 1 and 3.
+    assert both.shape == (2, 5, 28, 28)
+    assert both[0, 3:, 0, 0].tolist() == [0, 2] and both[1, 3:, 0, 0].tolist() == [1, 3]
+    assert labels.tolist() == [1, 2, 3, NOT_A_DIGIT, NOT_A_DIGIT] and NOT_A_DIGIT == 10
+    assert classes_of(labels) == 11 and classes_of(labels[:3]) == 10
+    assert with_negatives(copies, np.array([1, 2, 3]), negatives[:0])[0] is copies
+    with pytest.raises(DigitsError, match=r"negatives\.train"):
+        with_negatives(np.zeros((6, 3, 28, 28), np.uint8), np.array([1, 2, 3]), negatives)
+
+
+def test_a_not_a_digit_model_trains_and_answers_ten_digit_probabilities(tmp_path) -> None:
+    from digits.models import load_model, predict_probs
+    from digits.train import NOT_A_DIGIT, build_and_train
+
+    rng = np.random.default_rng(0)
+    digits = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    labels = np.concatenate([np.arange(48) % 10, np.full(16, NOT_A_DIGIT)])
+    params = TrainParams(epochs=1, batch_size=32, lr=1e-3)
+    result = build_and_train(
+        ModelParams(preset="fast", filters=[4, 8], dense=8),
+        params,
+        digits[None],
+        labels,
+        digits[:10],
+        np.arange(10),
+    )
+    assert result.model.output_shape == (None, 10)
+    result.model.save(tmp_path / "m.keras")
+    probs = predict_probs(load_model(tmp_path / "m.keras"), digits)
+    # Each row lacks what the model gives "not a digit": positive, and the same as the 11-way softmax's.
+    assert probs.shape == (64, 10) and (probs.sum(axis=1) < 1 - 1e-4).all()
+    eleven = result.model.layers[-4].output  # the softmax before the crop
+    assert eleven.shape[-1] == 11
 
 
 def test_batch_norm_recalibration_measures_the_given_digits() -> None:
