@@ -7,6 +7,8 @@ choice, and ECE / NLL / Brier on the test digits before and after, test being fo
 reliability diagram: plots/reliability/{before,after}.csv and plots/reliability.png.
 """
 
+import math
+
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
 from digits.params import Params
@@ -31,7 +33,8 @@ def main(params: Params) -> None:
     temperature = c.fit_temperature(val_probs, val_y)
     val = c.calibrate(val_probs, temperature)
     digit_threshold, threshold = c.choose_thresholds(val, p.false_rejection, p.unsure)
-    calibration = c.Calibration(temperature, round(threshold, 6), p.unsure_mass, round(digit_threshold, 6))
+    # Rounded down to 6 decimals: rounding up would reject the digits that sit on a threshold.
+    calibration = c.Calibration(temperature, floor6(threshold), p.unsure_mass, floor6(digit_threshold))
     write_json("models/calibration.json", calibration.as_dict())
 
     negatives, _ = load_split("data/negatives/val.npz")
@@ -57,6 +60,10 @@ def main(params: Params) -> None:
         f"{metrics['val_false_rejection']:.2%}, val non-digits {metrics['val_negatives_rejected']:.2%}); "
         f"test ECE {metrics['test_before']['ece']:.4f} -> {metrics['test_after']['ece']:.4f}"
     )
+
+
+def floor6(x: float) -> float:
+    return math.floor(x * 1e6) / 1e6
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Writes data/negatives/{train,val,test}.npz (x: uint8 (n, 28, 28) as the server would show them to the
 model, y: the family's index in digits.negatives.FAMILIES). train and val hold the training families only
 (val: other seeds); test holds `negatives.test` of every family, the held-out one included, with seeds of
-their own. See digits/negatives.py for the families.
+their own. See digits/negatives.py for the families. The training ones are degraded (noise, blur, stroke
+thickness) like the augmented digits, so that a degradation never tells a digit from a non-digit.
 """
 
 import numpy as np
@@ -13,6 +14,7 @@ from digits.params import Params
 
 
 def main(params: Params) -> None:
+    from digits.augment import degrade
     from digits.negatives import FAMILIES, generate, generator
     from digits.preprocess import save_split
 
@@ -27,7 +29,10 @@ def main(params: Params) -> None:
     for split, counts in plan.items():
         parts = [generate(f, n, generator(p.seed, split, f)) for f, n in counts.items()]
         families = np.repeat([names.index(f) for f in counts], list(counts.values()))
-        save_split(f"data/negatives/{split}.npz", np.concatenate(parts), families)
+        x = np.concatenate(parts)
+        if split == "train" and len(x):
+            x = degrade(x, params.augment, generator(p.seed, split, "degrade"))
+        save_split(f"data/negatives/{split}.npz", x, families)
         log(f"negatives: {split}: " + ", ".join(f"{n} {f}" for f, n in counts.items()))
 
 
