@@ -51,7 +51,7 @@ class AugmentParams(_Section):
     elastic_sigma: Annotated[float, Field(gt=0)] = 4.0
     # Degradations, each on its own random `effects_share` of the digits (digits.augment.degrade).
     noise: Annotated[float, Field(ge=0, le=1)] = 0.4  # uniform noise, amplitude up to this x 255; 0 = off
-    blur: Annotated[float, Field(ge=0, le=3)] = 0.0  # Gaussian blur, sigma up to this many pixels; 0 = off
+    blur: Annotated[float, Field(ge=0, le=3)] = 0.7  # Gaussian blur, sigma up to this many pixels; 0 = off
     thickness: Annotated[int, Field(ge=0, le=1)] = 0  # 1: strokes 1 px thicker or thinner; 0 = off
     effects_share: Annotated[float, Field(ge=0, le=1)] = 0.3
     preview: Annotated[int, Field(ge=1, le=64)] = 12

@@ -22,6 +22,7 @@ from digits.export import (
     Int8Inputs,
     Parity,
     check_parity,
+    convert_int8,
     export_bundle,
     export_tflite,
     int8_parity,
@@ -29,7 +30,7 @@ from digits.export import (
 )
 from digits.idx import read_idx
 from digits.models import load_model
-from digits.params import ExportParams
+from digits.params import ExportParams, ModelParams
 from digits.runtime import KerasPredictor, LiteRTPredictor, load_predictor, model_file, probe_images
 from digits.serve import create_app, main
 from digits.shapes import to_model_input
@@ -244,6 +245,20 @@ def test_int8_parity_is_computed_and_recorded(small_model_path, bundle, test_dig
     np.testing.assert_allclose(int8, float32, atol=0.1)
     singles = np.concatenate([LiteRTPredictor(bundle / "model_int8.tflite")(x[None]) for x in images[:20]])
     np.testing.assert_array_equal(singles, int8[:20])  # integer kernels: batch size changes nothing
+
+
+def test_int8_keeps_a_not_a_digit_models_probabilities_fine(test_digits, tmp_path):
+    from digits.models import build_model, digit_outputs
+
+    images, _ = test_digits
+    model = digit_outputs(build_model(ModelParams(preset="fast", filters=[4, 8], dense=8), not_a_digit=True))
+    (tmp_path / "m.tflite").write_bytes(convert_int8(model, images[:50, ..., None]))
+    int8 = LiteRTPredictor(tmp_path / "m.tflite")(images)
+    float32 = np.asarray(model(images[..., None], training=False))
+    assert int8.shape == (len(images), 10) and (int8.sum(1) < 1 - 1e-3).all()  # "not a digit" dropped
+    # The slice after the softmax stays float: no rounding of the probabilities to multiples of 1/256.
+    assert not np.allclose(int8 * 256, np.round(int8 * 256), atol=1e-3)
+    np.testing.assert_allclose(int8, float32, atol=0.05)
 
 
 def test_int8_parity_counts_changes_and_accept_decisions():
