@@ -11,7 +11,7 @@ from digits.params import AugmentParams
 from digits.plots import save_augment_preview
 
 # Geometry only: noise, blur and thickness have tests of their own below.
-OFF = AugmentParams(copies=2, rotation=0.0, zoom=0.0, shift=0.0, elastic_alpha=0.0, noise=0.0)
+OFF = AugmentParams(copies=2, rotation=0.0, zoom=0.0, shift=0.0, elastic_alpha=0.0, noise=0.0, blur=0.0)
 STRONG = AugmentParams(
     copies=3, rotation=15.0, zoom=0.15, shift=0.1, elastic_alpha=20.0, elastic_sigma=3.0, noise=0.0
 )
