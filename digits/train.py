@@ -187,6 +187,13 @@ class RecalibratedValidation(keras.callbacks.Callback):
         log(f"epoch {epoch + 1}, batch norm recalibrated: val_accuracy {accuracy:.4f}, val_loss {loss:.4f}")
 
 
+def batch_norm_images(clean_digits: np.ndarray, copies: np.ndarray, n_digits: int) -> np.ndarray:
+    """What RecalibratedValidation measures batch norm on: unaugmented digits and, in the share training
+    sees them, the first copy's non-digits (copies from with_negatives, n_digits digits then non-digits)."""
+    non_digits = copies[0, n_digits:]
+    return np.concatenate([clean_digits, non_digits[: round(len(clean_digits) * len(non_digits) / n_digits)]])
+
+
 def with_negatives(
     copies: np.ndarray, labels: np.ndarray, negatives: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

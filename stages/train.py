@@ -12,8 +12,6 @@ With train.distribute=multi_host, every host runs this script and only process 0
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from digits.cli import log, run_stage
 from digits.files import save_model, write_json
 from digits.params import Params
@@ -24,7 +22,14 @@ def main(params: Params, member: int | None) -> None:
     from dvclive.keras import DVCLiveCallback
 
     from digits.preprocess import load_split, load_training_copies
-    from digits.train import TrainResult, build_and_train, process_index, weights_digest, with_negatives
+    from digits.train import (
+        TrainResult,
+        batch_norm_images,
+        build_and_train,
+        process_index,
+        weights_digest,
+        with_negatives,
+    )
 
     rank = process_index(params.train.distribute)  # 0 unless another host of a multi_host run
     copies, digit_y = load_training_copies()
@@ -42,11 +47,8 @@ def main(params: Params, member: int | None) -> None:
     # afresh on unaugmented digits and, in the share training saw, non-digits (RecalibratedValidation).
     # Without, that changes nothing but the time.
     bn = params.train.bn_digits if len(negatives) else 0
-    bn_images = None
-    if bn:
-        clean = load_split("data/prepared/train.npz")[0][:bn]
-        share = round(len(clean) * (len(train_y) - len(digit_y)) / len(digit_y))
-        bn_images = np.concatenate([clean, copies[0, len(digit_y) :][:share]])  # non-digits of all families
+    clean = load_split("data/prepared/train.npz")[0][:bn] if bn else None
+    bn_images = batch_norm_images(clean, copies, len(digit_y)) if bn else None
 
     def fit(callbacks: list) -> TrainResult:
         return build_and_train(
