@@ -151,10 +151,11 @@ def choose_thresholds(calibrated: np.ndarray, rejected: float, unsure: float) ->
     0 and the top probability rejects the whole share.
     """
     p = np.asarray(calibrated, dtype=np.float64)
-    if not with_rest(p)[:, -1].any():
+    mass = p.sum(axis=1)
+    if not (1 - mass > _ROUNDING).any():
         return 0.0, choose_threshold(p.max(axis=1), rejected)
-    digit_threshold = choose_threshold(p.sum(axis=1), max(rejected - unsure, 0.0))
-    kept = p.sum(axis=1) >= digit_threshold
+    digit_threshold = choose_threshold(mass, max(rejected - unsure, 0.0))
+    kept = mass >= digit_threshold
     return digit_threshold, choose_threshold(p[kept].max(axis=1), unsure * len(p) / kept.sum())
 
 
