@@ -172,8 +172,8 @@ class ExportParams(_Section):
     # file's predictions, its accuracy is within `int8_max_accuracy_change` of float32's (0.001: 0.1 points)
     # and it flips at most the share `int8_max_decisions_changed` of the accept/reject decisions. Shares,
     # not counts, so the limits mean the same for any split size.
-    representative: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    representative_non_digits: Annotated[int, Field(ge=0, le=100_000)] = 100
+    representative: Annotated[int, Field(ge=1, le=100_000)] = 3000
+    representative_non_digits: Annotated[int, Field(ge=0, le=100_000)] = 300
     seed: Annotated[int, Field(ge=0)] = 42
     int8_max_changed: Annotated[float, Field(ge=0, le=1)] = 0.001
     int8_max_accuracy_change: Annotated[float, Field(ge=0, le=1)] = 0.001

@@ -2,9 +2,10 @@
 
 Reads models/model.keras, data/prepared/{val,test}.npz and data/negatives/val.npz; every picture is seen
 as the server prepares it (digits.drawing). Writes models/calibration.json (temperature, the two
-thresholds, unsure_mass: what the export stage puts in the serving bundle), metrics/calibrate.json (the
-choice, and ECE / NLL / Brier on the test digits before and after, test being for the report only) and the
-reliability diagram: plots/reliability/{before,after}.csv and plots/reliability.png.
+thresholds, unsure_mass: what the export stage puts in the serving bundle), metrics/calibrate.json (ECE on
+the test digits after and before, test being for the report only), plots/calibration.csv (the report:
+ECE / NLL / Brier before and after, the validation pictures rejected, AUROC) and the reliability diagram:
+plots/reliability/{before,after}.csv and plots/reliability.png.
 """
 
 import math
@@ -42,14 +43,29 @@ def main(params: Params) -> None:
     test_probs, test_y = served_probs("data/prepared/test.npz")
     before, after = test_probs, calibration.apply(test_probs)
     metrics = {
-        **calibration.as_dict(),
         "val_false_rejection": round(float(1 - calibration.decide(val)[0].mean()), 5),
         "val_negatives_rejected": round(float(1 - calibration.decide(neg)[0].mean()), 5),
         "val_auroc": round(c.auroc(calibration.score(val), calibration.score(neg)), 5),
         "test_before": c.calibration_metrics(before, test_y, p.bins),
         "test_after": c.calibration_metrics(after, test_y, p.bins),
     }
-    write_json("metrics/calibrate.json", metrics)
+    write_json(
+        "metrics/calibrate.json",
+        {"ece": metrics["test_after"]["ece"], "ece_uncalibrated": metrics["test_before"]["ece"]},
+    )
+    write_csv(
+        "plots/calibration.csv",
+        [
+            {"set": "test, uncalibrated", **metrics["test_before"], "rejected": None, "auroc": None},
+            {"set": "test, calibrated", **metrics["test_after"], "rejected": None, "auroc": None},
+            {"set": "val digits", "rejected": metrics["val_false_rejection"]},
+            {
+                "set": "val non-digits",
+                "rejected": metrics["val_negatives_rejected"],
+                "auroc": metrics["val_auroc"],
+            },
+        ],
+    )
     curves = {"before": c.reliability(before, test_y, p.bins), "after": c.reliability(after, test_y, p.bins)}
     for name, rows in curves.items():
         write_csv(f"plots/reliability/{name}.csv", rows)

@@ -1,10 +1,11 @@
 """Evaluate the ensemble: the main model plus one member per seed in `ensemble.seeds`, softmax averaged.
 
 Reads models/model.keras, models/members/seed-<s>.keras and data/prepared/{val,test}.npz; writes
-metrics/ensemble.json (test metrics as evaluate's, plus the members' accuracy spread) and plots/ensemble/
-(evaluate's plots for the ensemble, and members.csv: every model's and the ensemble's accuracy).
-With no seeds the ensemble is the main model alone, and its numbers equal evaluate's. With `evaluate.tta`,
-every model and the ensemble are also scored with test-time augmentation (tta_* metrics and column).
+metrics/ensemble.json (the number of models and, with members, the ensemble's test accuracy) and
+plots/ensemble/ (evaluate's plots for the ensemble, and members.csv: every model's and the ensemble's
+accuracy). With no seeds the ensemble is the main model alone: its plots equal evaluate's. With
+`evaluate.tta`, every model and the ensemble are also scored with test-time augmentation (tta_* column and
+metric).
 """
 
 from functools import partial
@@ -57,7 +58,14 @@ def main(params: Params) -> None:
         log(f"ensemble: with test-time augmentation {summary['tta_accuracy']:.4%}")
     write_csv("plots/ensemble/members.csv", rows)
     spread = member_spread([r["test_accuracy"] for r in rows[:-1]])
-    write_json("metrics/ensemble.json", {**summary, "val_accuracy": val_accuracy, **spread})
+    # Without members the ensemble is the main model: its accuracy would repeat evaluate's. The rest of the
+    # figures are in plots/ensemble/members.csv.
+    metrics = {"members": len(models)}
+    if len(models) > 1:
+        metrics["ensemble_accuracy"] = summary["accuracy"]
+        if tta:
+            metrics["ensemble_tta_accuracy"] = summary["tta_accuracy"]
+    write_json("metrics/ensemble.json", metrics)
     log(
         f"ensemble: {len(models)} models, test accuracy {summary['accuracy']:.4%} "
         f"(single models {spread['member_accuracy_mean']:.4%} ± {spread['member_accuracy_std']:.4%})"

@@ -72,10 +72,13 @@ def main(params: Params, member: int | None) -> None:
         metrics_path = model_path.with_suffix(".json")
     save_model(result.model, model_path)
     summary = result.summary()
-    write_json(metrics_path, summary)
+    # The headline numbers for the main model (a member's file keeps the whole summary).
+    headline = ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds")
+    write_json(metrics_path, summary if member is not None else {k: summary[k] for k in headline})
     log(
         f"train: best val accuracy {summary['best_val_accuracy']} at epoch {summary['best_epoch']}, "
-        f"{summary['images_per_second']:.0f} images/s"
+        f"{summary['train_seconds']} s, {summary['images_per_second']:.0f} images/s, "
+        f"{summary['params']} parameters"
     )
 
 
