@@ -8,7 +8,8 @@ Placeholders, replaced at build time (an unknown file, key or placeholder fails 
   format spec (`{{ metric openset.fashion_auroc .4f }}`) or `yes|no`, the words for a true and a false
   value (`{{ metric export.int8 int8|float32 }}`).
 - `{{ table plots/per_class.csv }}`: that CSV as a Markdown table, with an optional format spec for its
-  fractional numbers (`{{ table plots/openset.csv .2% }}`).
+  fractional numbers and an optional choice of columns
+  (`{{ table plots/openset.csv .2% columns=set,rejected }}`).
 
 The files are read from the directory named by `extra.data_root` in mkdocs.yml (relative to it; default
 `.`, the repository), or from `$DIGITS_DOCS_DATA` when set, so a test can build against a fixture tree.
@@ -94,7 +95,7 @@ def number(cell: str) -> int | float | None:
         return None
 
 
-def table(root: Path, relative: str, spec: str | None = None) -> str:
+def table(root: Path, relative: str, *options: str) -> str:
     path = (root / relative).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise PluginError(f"table {relative!r}: no such file under the data root")
@@ -102,7 +103,15 @@ def table(root: Path, relative: str, spec: str | None = None) -> str:
         rows = list(csv.reader(f))
     if not rows:
         raise PluginError(f"table {relative!r} is empty")
-    header, body = rows[0], rows[1:]
+    spec = next((o for o in options if not o.startswith("columns=")), None)
+    chosen = next(
+        (o.removeprefix("columns=").split(",") for o in options if o.startswith("columns=")), rows[0]
+    )
+    unknown = [c for c in chosen if c not in rows[0]]
+    if unknown:
+        raise PluginError(f"table {relative!r} has no column {unknown[0]!r} (columns: {', '.join(rows[0])})")
+    keep = [rows[0].index(c) for c in chosen]
+    header, body = chosen, [[row[i] if i < len(row) else "" for i in keep] for row in rows[1:]]
 
     def cell(text: str) -> str:
         value = number(text)
@@ -121,10 +130,10 @@ def render(markdown: str, root: Path) -> str:
 
     def replace(match: re.Match[str]) -> str:
         kind, words = match.group(1), match.group(2).split()
-        if kind not in ("metric", "table") or not 1 <= len(words) <= 2:
+        if kind not in ("metric", "table") or not 1 <= len(words) <= (2 if kind == "metric" else 3):
             raise PluginError(
                 f"unknown placeholder {match.group(0)!r}: use {{{{ metric <stem>.<key> [format] }}}} "
-                "or {{ table <path.csv> [format] }}"
+                "or {{ table <path.csv> [format] [columns=a,b] }}"
             )
         return (metric if kind == "metric" else table)(root, words[0], *words[1:])
 

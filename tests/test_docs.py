@@ -280,6 +280,16 @@ def test_table_placeholder(data):
     ]
 
 
+def test_table_columns(data):
+    hooks = load_hooks()
+    assert hooks.render("{{ table plots/per_class.csv columns=support,digit }}", data).splitlines() == [
+        "| support | digit |",
+        "|---|---|",
+        "| 980 | 0 |",
+        "| 1135 | 1 |",
+    ]
+
+
 def test_placeholders_in_code_stay_literal(data):
     hooks = load_hooks()
     page = "`{{ metric nothing.here }}`\n\n```\n{{ table nowhere.csv }}\n```\n{{ metric evaluate.errors }}\n"
@@ -297,6 +307,7 @@ def test_placeholders_in_code_stay_literal(data):
         ("{{ metric evaluate.accuracy %%% }}", "bad format"),
         ("{{ table plots/robustness.csv }}", "no such file"),
         ("{{ table ../outside.csv }}", "no such file"),
+        ("{{ table plots/per_class.csv columns=digit,recall }}", "has no column 'recall'"),
         ("{{ metrics evaluate.accuracy }}", "unknown placeholder"),
     ],
 )
