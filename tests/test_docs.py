@@ -131,6 +131,13 @@ def test_repository_paths_exist():
     assert "stages/train.py" in paths
     missing = {p: sorted(files) for p, files in paths.items() if not (ROOT / p.rstrip(".")).exists()}
     assert not missing, f"paths named in the docs that do not exist: {missing}"
+    tests = named(r"(tests/[\w/]+\.py::\w+)")  # a test named with its file
+    gone = [
+        t
+        for t in tests
+        if not re.search(rf"^def {t.split('::')[1]}\(", (ROOT / t.split("::")[0]).read_text(), re.M)
+    ]
+    assert not gone, f"tests named in the docs that do not exist: {gone}"
 
 
 def test_readme_links_exist():
