@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digits import DigitsError
@@ -206,6 +205,9 @@ class Params(_Section):
         return self
 
 
+SHOWN = 200  # characters of a bad value that an error message shows
+
+
 class ParamsError(DigitsError):
     """params.yaml is missing, unparsable, or breaks the schema."""
 
@@ -224,8 +226,10 @@ def _describe(err: dict) -> str:
         return msg
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key (allowed: {', '.join(_allowed_keys(err['loc']))})"
-    got = err.get("input")
-    return f"{key}: {msg} (got {got!r})"
+    got = repr(err.get("input"))
+    if len(got) > SHOWN:  # a 100,000-element list is not worth a 300 KB message
+        got = f"{got[:SHOWN]}... ({len(got)} characters)"
+    return f"{key}: {msg} (got {got})"
 
 
 def parse_params(raw: object, origin: str = "params") -> Params:
@@ -240,31 +244,38 @@ def parse_params(raw: object, origin: str = "params") -> Params:
         raise ParamsError(f"{origin} is invalid:\n{lines}") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys; DVC rejects the file. Reject it here too, with both lines."""
+def read_yaml(text: str) -> object:
+    """params.yaml's data as DVC reads it: YAML 1.2 through ruamel.yaml (so `010` is 10 and `1e-3` is 0.001,
+    where PyYAML's YAML 1.1 reads 8 and a string), duplicate keys refused. Anchors and aliases are refused
+    too, before anything is built: params need none, and nested aliases expand exponentially."""
+    from ruamel.yaml import YAML
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if not isinstance(key, Hashable):
-                break  # SafeLoader's own error says so
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} on lines {seen[key]} and {line}", key_node.start_mark
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep)
+    yaml = YAML(typ="safe")
+    for event in yaml.parse(text):
+        if getattr(event, "anchor", None) is not None:
+            line = event.start_mark.line + 1
+            raise ParamsError(
+                f"line {line}: anchors and aliases (&{event.anchor}, *{event.anchor}) are not allowed"
+            )
+    return yaml.load(text)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    from ruamel.yaml import YAMLError
+    from ruamel.yaml.constructor import DuplicateKeyError
+
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        raw = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    except yaml.YAMLError as e:
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+    except DuplicateKeyError as e:  # ruamel's message runs to 9 lines and a URL
+        key = re.search(r'duplicate key "(.*)" with', e.problem or "")
+        lines = f"lines {e.context_mark.line + 1} and {e.problem_mark.line + 1}"
+        raise ParamsError(f"{path}: duplicate key {key[1] if key else '?'!r} on {lines}") from None
+    except YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     return parse_params(raw, str(path))
 
