@@ -281,10 +281,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 if __name__ == "__main__":  # `python -m digits.params [FILE]`: check params before DVC touches any output
+    import argparse
     import sys
 
+    parser = argparse.ArgumentParser(prog="python -m digits.params", description="Validate params.yaml.")
+    parser.add_argument("file", nargs="?", default="params.yaml")
+    args = parser.parse_args()
     try:
-        load_params(*sys.argv[1:2])
+        load_params(args.file)
     except ParamsError as e:
         sys.exit(f"error: {e}")
-    print(f"{(sys.argv[1:2] or ['params.yaml'])[0]}: valid", file=sys.stderr)
+    print(f"{args.file}: valid", file=sys.stderr)
