@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,11 @@ def main() -> None:
     report_on = to_model_input(as_served(test)[0])
 
     rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="int8-parity-"))
     for model_path, cal_path in zip(args.models, calibrations, strict=True):
         model = load_model(model_path)
         calibration = Calibration.from_dict(json.loads(cal_path.read_text()))
-        float32 = Path("/tmp") / f"parity-{model_path.stem}.tflite"
+        float32 = scratch / f"{model_path.stem}.tflite"
         float32.write_bytes(convert(model))
         f32 = LiteRTPredictor(float32)
         f32_val, f32_test = predict_all(f32, decide_on), predict_all(f32, report_on)
