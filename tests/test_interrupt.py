@@ -84,7 +84,7 @@ def test_repro_killed_mid_training_recovers_on_rerun(interrupt_repo: Path) -> No
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["epochs_run"] == EPOCHS and _epochs_done(repo) == EPOCHS  # a fresh curve, not appended
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert evaluate["n"] == 200 and 0.5 < evaluate["accuracy"] <= 1.0
+    assert 0.5 < evaluate["accuracy"] <= 1.0 and evaluate["errors"] == round((1 - evaluate["accuracy"]) * 200)
     check = (
         "from digits.models import load_model; m = load_model('models/model.keras'); "
         "assert m.output_shape == (None, 10), m.output_shape"
