@@ -123,7 +123,7 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
 def test_plots_show_draws_each_plot_once(repo: Path) -> None:
     shown = json.loads(run(repo, "dvc", "plots", "show", "--json"))
     assert "errors" not in shown, shown["errors"]
-    csv = ["confusion.csv", "per_class.csv", "robustness.csv", "openset.csv"]
+    tables = ["confusion.csv", "per_class.csv", "robustness.csv", "openset.csv", "calibration.csv"]
     pngs = ["augment_preview.png", "confusion.png", "misclassified.png", "robustness_examples.png"]
     pngs += ["reliability.png", "openset_scores.png"]
     ensemble = [f"ensemble/{f}" for f in ["members.csv", "confusion.csv", "per_class.csv"]]
@@ -133,7 +133,7 @@ def test_plots_show_draws_each_plot_once(repo: Path) -> None:
         "Loss per epoch",
         "Reliability (test digits, before and after temperature scaling)",
     }
-    expected = {*overlays, *(f"plots/{f}" for f in csv + pngs + ensemble)}
+    expected = {*overlays, *(f"plots/{f}" for f in tables + pngs + ensemble)}
     assert set(shown["data"]) == expected
 
 
