@@ -6,6 +6,7 @@ schema-valid request may only be refused for what each operation documents that 
 express: a picture that does not decode, is too big, or is blank.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -67,3 +68,13 @@ def test_the_api_keeps_its_published_contract(case):
     case.call_and_validate(
         excluded_checks=[positive_data_acceptance], additional_checks=[only_content_errors_refuse_valid_data]
     )
+
+
+def test_the_openapi_document_is_the_committed_one(small_model_path):
+    """Any change to the published document shows up here."""
+    # After a deliberate change, regenerate the file from a shell (one line):
+    #   python -c "import json; from pathlib import Path; from digits.serve import create_app;
+    #   app = create_app(Path('tests/fixtures/model-small.keras'));
+    #   print(json.dumps(app.openapi(), indent=2, sort_keys=True))" > tests/fixtures/openapi.json
+    committed = json.loads((Path(__file__).parent / "fixtures" / "openapi.json").read_text())
+    assert json.loads(json.dumps(create_app(small_model_path).openapi())) == committed
