@@ -18,7 +18,7 @@ temperature scaling treats it as the 11th class it is.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -29,13 +29,38 @@ NOT_A_DIGIT = "not a digit"
 
 @dataclass(frozen=True)
 class Calibration:
-    """What travels with a model: its temperature and its rejection rule."""
+    """What travels with a model: its temperature and its rejection rule.
 
-    temperature: float = 1.0
-    threshold: float = 0.0  # calibrated top probability below which an answer is rejected (0: never)
-    unsure_mass: float = 0.8  # a rejected answer whose top two hold this much is "unsure", not "not a digit"
-    # calibrated probability of any digit (the 10 probabilities' sum) below which: "not a digit" (0: never)
-    digit_threshold: float = 0.0
+    Each field's metadata says what it does (`help`) and what its default means (`default`): the server's
+    flags (`python -m digits.serve --help`) are made from them.
+    """
+
+    temperature: float = field(
+        default=1.0,
+        metadata={"help": "T > 0: probabilities become softmax(log p / T)", "default": "unchanged"},
+    )
+    threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "in [0, 1]: an answer whose calibrated top probability is below it is not accepted",
+            "default": "all accepted",
+        },
+    )
+    unsure_mass: float = field(
+        default=0.8,
+        metadata={
+            "help": "in [0, 1]: a refused answer whose top two probabilities hold this much is 'unsure "
+            "between A and B', else 'not a digit'"
+        },
+    )
+    digit_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "in [0, 1]: an answer whose calibrated probability of any digit is below it is 'not a "
+            "digit'",
+            "default": "never",
+        },
+    )
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):

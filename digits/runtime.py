@@ -321,16 +321,23 @@ def _cpus(cap: int = 4) -> int:
     return min(available, cap)
 
 
-def load_predictor(path: str | Path, threads: int | None = None, precision: str = "auto") -> Predictor:
-    """The runtime for the model: LiteRT for a .tflite file or a serving bundle folder (`threads` for its
-    kernels; `precision` picks the bundle's file, see model_file), Keras for .keras."""
+def servable_file(path: str | Path, precision: str = "auto") -> Path:
+    """model_file(path, precision), refused with a DigitsError unless it exists and has a known suffix.
+    The server checks this when it builds the app, before the model loads."""
     path = model_file(path, precision)
     if not path.is_file():
         raise DigitsError(
             f"{path}: no model file; train one with `make run` (dvc repro) or fetch it with `dvc pull`"
         )
+    if path.suffix not in SUFFIXES:
+        raise DigitsError(f"{path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")
+    return path
+
+
+def load_predictor(path: str | Path, threads: int | None = None, precision: str = "auto") -> Predictor:
+    """The runtime for the model: LiteRT for a .tflite file or a serving bundle folder (`threads` for its
+    kernels; `precision` picks the bundle's file, see model_file), Keras for .keras."""
+    path = servable_file(path, precision)
     if path.suffix == ".tflite":
         return LiteRTPredictor(path, threads)
-    if path.suffix == ".keras":
-        return KerasPredictor(path)
-    raise DigitsError(f"{path}: unknown model format; expected a {' or '.join(SUFFIXES)} file")
+    return KerasPredictor(path)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from digits import DigitsError
 from digits.idx import read_idx
-from digits.serve import MAX_BODY, MAX_ITEMS, create_app, main
+from digits.serve import MAX_BODY, MAX_ITEMS, Limits, create_app, main
 
 
 def _never_500(response) -> None:
@@ -280,7 +280,7 @@ def test_oversized_body_is_413_while_reading_without_content_length(client):
 
 
 def test_small_limits_are_configurable(small_model_path, digits):
-    app = create_app(small_model_path, max_body=1000, max_items=2)
+    app = create_app(small_model_path, limits=Limits(max_body=1000, max_items=2))
     with TestClient(app) as c:
         assert c.post("/api/predict", content=b"x" * 1001).status_code == 413
         items = [{"pixels": digits[0][0].tolist()}] * 3

@@ -13,6 +13,7 @@ from helpers import data_url, encode, png
 from PIL import Image
 
 import digits.serve
+import digits.serve.inputs
 from digits import DigitsError
 from digits.runtime import Predictor
 from digits.serve import (
@@ -20,6 +21,7 @@ from digits.serve import (
     EXAMPLE_PIXELS,
     OPTIONS_ENV,
     STARTUP_FAILURE,
+    Limits,
     app_from_env,
     create_app,
 )
@@ -66,7 +68,7 @@ def test_an_image_over_the_pixel_limit_is_422_before_decoding(client):
 
 
 def test_a_request_has_a_total_pixel_budget(small_model_path, predictor):
-    app = create_app(small_model_path, predictor=predictor, max_request_pixels=100 * 100)
+    app = create_app(small_model_path, predictor=predictor, limits=Limits(max_request_pixels=100 * 100))
     with TestClient(app) as c:
         one = {"image": data_url(png(np.asarray(Image.fromarray(DIGIT).resize((70, 70)))))}  # 4,900 pixels
         assert c.post("/api/predict/batch", json={"items": [one, one]}).status_code == 200
@@ -80,16 +82,16 @@ def test_a_request_has_a_total_pixel_budget(small_model_path, predictor):
 
 
 def test_busy_decoders_answer_503_with_retry_after(small_model_path, predictor, monkeypatch):
-    app = create_app(small_model_path, predictor=predictor, decode_slots=1, queue_timeout=0.2)
+    app = create_app(small_model_path, predictor=predictor, limits=Limits(decode_slots=1, queue_timeout=0.2))
     decoding, release = threading.Event(), threading.Event()
-    real = digits.serve.decode_image
+    real = digits.serve.inputs.decode_image
 
     def slow_decode(image):
         decoding.set()
         release.wait(10)
         return real(image)
 
-    monkeypatch.setattr(digits.serve, "decode_image", slow_decode)
+    monkeypatch.setattr(digits.serve.inputs, "decode_image", slow_decode)
     body = {"image": data_url(png(DIGIT))}
     with TestClient(app) as first, TestClient(app) as second:
         holder = threading.Thread(target=lambda: first.post("/api/predict", json=body))
@@ -108,8 +110,8 @@ def test_busy_decoders_answer_503_with_retry_after(small_model_path, predictor, 
 def test_work_stops_when_the_client_disconnects(client, monkeypatch):
     """The client sends a 20-picture batch and leaves: the server decodes at most the first picture."""
     decoded = []
-    real = digits.serve.decode_image
-    monkeypatch.setattr(digits.serve, "decode_image", lambda image: decoded.append(1) or real(image))
+    real = digits.serve.inputs.decode_image
+    monkeypatch.setattr(digits.serve.inputs, "decode_image", lambda image: decoded.append(1) or real(image))
     body = json.dumps({"items": [{"image": data_url(png(DIGIT))}] * 20}).encode()
     messages = iter([{"type": "http.request", "body": body, "more_body": False}])
     sent = []
@@ -141,7 +143,9 @@ def test_work_stops_when_the_client_disconnects(client, monkeypatch):
 
 
 def test_allowed_hosts(small_model_path, predictor):
-    app = create_app(small_model_path, predictor=predictor, allowed_hosts=["digits.example.org", "::1"])
+    app = create_app(
+        small_model_path, predictor=predictor, limits=Limits(allowed_hosts=["digits.example.org", "::1"])
+    )
     with TestClient(app, base_url="http://digits.example.org") as c:
         assert c.get("/health").status_code == 200
         assert c.get("/health", headers={"host": "[::1]:8000"}).status_code == 200

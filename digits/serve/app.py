@@ -1,0 +1,249 @@
+"""The FastAPI app: the drawing page, health and readiness, the model's description, and prediction of one
+picture or a batch, every answer calibrated and accepted or refused (digits.confidence).
+
+Endpoints are plain `def` functions: FastAPI runs them in its thread pool, so CPU-bound preprocessing and
+inference never block the event loop.
+"""
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from digits import DigitsError
+from digits.confidence import Calibration
+from digits.drawing import BadInput
+from digits.runtime import BadOutput, Predictor, bundle_calibration, load_predictor, servable_file
+from digits.serve.inputs import ClientGone, Inputs, read_batch, read_item
+from digits.serve.limits import Limits
+from digits.serve.middleware import Guard, LimitBody
+from digits.serve.schema import (
+    BATCH_BODY,
+    CONTENT_ERRORS,
+    PREDICT_BODY,
+    Batch,
+    BatchPrediction,
+    Item,
+    ModelInfo,
+    Prediction,
+    error_responses,
+    problem,
+)
+from digits.shapes import NUM_CLASSES
+
+STATIC = Path(__file__).parent.parent / "static"
+
+
+def resolve_calibration(
+    model_path: str | Path, overrides: Mapping[str, float] | None = None
+) -> tuple[Calibration, dict[str, str]]:
+    """The calibration to serve with: the bundle's (Calibration() without one), each value in `overrides`
+    replacing it; and the source of each value (bundle, flag or default) for GET /api/model."""
+    overrides = dict(overrides or {})
+    bundled = bundle_calibration(model_path)
+    try:
+        calibration = Calibration.from_dict({**(bundled or Calibration()).as_dict(), **overrides})
+    except ValueError as e:
+        raise DigitsError(f"calibration: {e}") from None
+    default = "default" if bundled is None else "bundle"
+    return calibration, {name: "flag" if name in overrides else default for name in calibration.as_dict()}
+
+
+def create_app(
+    model_path: str | Path,
+    threads: int | None = None,
+    *,
+    predictor: Predictor | None = None,
+    calibration: Mapping[str, float] | None = None,
+    limits: Limits = Limits(),  # noqa: B008 (frozen: sharing the default is safe)
+) -> FastAPI:
+    """The app; the model is loaded and warmed up at startup (lifespan), /ready says when that is done.
+
+    `threads`: LiteRT kernel threads (default: the CPUs, at most 4). `predictor`: one already loaded (the
+    CLI loads it first, so a bad model file is one line of error, not a traceback). `calibration`: any of
+    Calibration's values (temperature, threshold, unsure_mass, digit_threshold) to use instead of the
+    bundle's (the server flags); the one in use is app.state.calibration, its sources
+    app.state.calibration_source. `limits`: what one request may cost.
+    """
+    model_path = servable_file(model_path)  # a missing or unknown file fails here, not at startup
+    in_use, source = resolve_calibration(model_path, calibration)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.predictor = predictor or load_predictor(model_path, threads)
+        yield
+        app.state.predictor = None
+
+    app = FastAPI(title="digits", summary="Handwritten digit recognition (MNIST CNN)", lifespan=lifespan)
+    app.router.redirect_slashes = False  # its redirects name the request's Host: no redirect at all
+    app.state.predictor = predictor  # ready at once if given (the lifespan sets it anyway)
+    app.state.calibration, app.state.calibration_source = in_use, source
+    app.add_middleware(LimitBody, max_bytes=limits.max_body, timeout=limits.body_timeout)
+    app.add_middleware(Guard, allowed_hosts=limits.allowed_hosts)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _publish_request_bodies(app)
+    _add_error_handlers(app)
+    _add_status_routes(app, in_use, source)
+    inputs = Inputs(limits)  # one set of decode slots for both endpoints
+    _add_predict_route(app, inputs, in_use)
+    _add_batch_route(app, inputs, in_use, limits)
+    return app
+
+
+def _publish_request_bodies(app: FastAPI) -> None:
+    """The bodies are parsed by read_item/read_batch, so FastAPI does not list their schemas itself."""
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate_openapi()
+            batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
+            spec["components"]["schemas"].update(batch.pop("$defs"), Batch=batch)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad input is a 4xx with one readable line, never a 500."""
+
+    @app.exception_handler(BadInput)
+    def bad_input(request: Request, e: BadInput) -> JSONResponse:
+        return problem(422, str(e))
+
+    @app.exception_handler(BadOutput)
+    def bad_output(request: Request, e: BadOutput) -> JSONResponse:
+        return problem(503, f"{e}: the model file may be damaged; this server cannot answer")
+
+    @app.exception_handler(ClientGone)
+    def client_gone(request: Request, e: ClientGone) -> JSONResponse:
+        return problem(499, "the client disconnected")  # nobody reads it; nginx's code for the case
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        # One readable line per problem instead of pydantic's nested structure.
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        return problem(422, "; ".join(lines))
+
+
+def get_predictor(request: Request) -> Predictor:
+    predictor = request.app.state.predictor
+    if predictor is None:
+        raise HTTPException(503, "the model is still loading; retry when GET /ready says 200")
+    return predictor
+
+
+def _add_status_routes(app: FastAPI, calibration: Calibration, source: Mapping[str, str]) -> None:
+    """The page, health, readiness and the model's description."""
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        """The process is alive (says nothing about the model)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses=error_responses(503, said={503: "the model is not loaded yet"}))
+    def ready(request: Request) -> dict[str, str]:
+        """200 once the model is loaded and warmed up (its output checked), 503 before."""
+        predictor = get_predictor(request)
+        return {
+            "status": "ready",
+            "model": predictor.sha,
+            "file": predictor.path.name,  # which of a bundle's files: model.tflite or model_int8.tflite
+            "precision": predictor.precision,
+        }
+
+    @app.get(
+        "/api/model",
+        response_model=ModelInfo,
+        responses=error_responses(503, said={503: "the model is not loaded yet"}),
+    )
+    def model_info(model: Annotated[Predictor, Depends(get_predictor)]) -> dict[str, Any]:
+        """The model being served and the calibration its answers go through, with where each value came
+        from."""
+        return {
+            "model": model.sha,
+            "file": model.path.name,
+            "runtime": "LiteRT" if model.path.suffix == ".tflite" else "Keras",
+            "precision": model.precision,
+            "classes": NUM_CLASSES,
+            "calibration": {**calibration.as_dict(), "source": source},
+        }
+
+
+def _add_predict_route(app: FastAPI, prepare: Inputs, calibration: Calibration) -> None:
+    @app.post(
+        "/api/predict",
+        openapi_extra=PREDICT_BODY,
+        responses={200: {"model": Prediction}, **error_responses(400, 408, 413, 415, 422, 503)},
+        description=f"One picture -> the digit, the 10 calibrated probabilities, whether the answer is "
+        f"accepted (else why not) (and with ?input=true the 28x28 model input). {CONTENT_ERRORS}",
+    )
+    def predict(
+        request: Request,
+        item: Annotated[bytes | Item, Depends(read_item)],
+        model: Annotated[Predictor, Depends(get_predictor)],
+        with_input: Annotated[bool, Query(alias="input", description="add the 28x28 model input")] = False,
+    ) -> JSONResponse:
+        x = prepare(request, [item], lambda i: "")[0]
+        body = {**_results(model(x[None]), calibration)[0], "model": model.sha}
+        if with_input:  # the page draws it as a preview; API clients rarely want it
+            body["input"] = np.round(x, 3).tolist()
+        # Plain JSON types already: a JSONResponse skips FastAPI's per-element encoder (slow for `input`).
+        return JSONResponse(body)
+
+
+def _add_batch_route(app: FastAPI, prepare: Inputs, calibration: Calibration, limits: Limits) -> None:
+    max_items, max_pixels = limits.max_items, limits.max_request_pixels
+    too_much = {413: f"body, more than {max_items} items, or more than {max_pixels} pixels in all"}
+
+    @app.post(
+        "/api/predict/batch",
+        openapi_extra=BATCH_BODY,
+        responses={
+            200: {"model": BatchPrediction},
+            **error_responses(400, 408, 413, 415, 422, 503, said=too_much),
+        },
+        description="Several pictures in one call (JSON only) -> one result per item, in order. An error "
+        f"names the item (`items[3]: ...`). {CONTENT_ERRORS}",
+    )
+    def predict_batch(
+        request: Request,
+        batch: Annotated[Batch, Depends(read_batch)],
+        model: Annotated[Predictor, Depends(get_predictor)],
+    ) -> JSONResponse:
+        if len(batch.items) > max_items:
+            raise HTTPException(413, f"too many items: {len(batch.items)}, at most {max_items} per request")
+        if not batch.items:
+            raise BadInput("items is empty: send at least one picture")
+        probabilities = model(prepare(request, batch.items, lambda i: f"items[{i}]: "))
+        return JSONResponse({"results": _results(probabilities, calibration), "model": model.sha})
+
+
+def _results(probabilities: np.ndarray, calibration: Calibration) -> list[dict[str, Any]]:
+    """The model's (n, 10) probabilities -> one answer per row, calibrated and accepted or not.
+
+    `accepted` is decided on the unrounded confidence; the JSON carries it rounded like the probabilities,
+    which are shown as the digits' shares (summing to 1) whatever the chance of no digit.
+    """
+    calibrated = calibration.apply(probabilities)
+    accepted, reasons = calibration.decide(calibrated)
+    return [
+        {
+            "digit": int(p.argmax()),
+            "probabilities": [round(float(v), 6) for v in p / max(float(p.sum()), 1e-30)],
+            "accepted": bool(ok),
+            "confidence": round(float(p.max()), 6),
+            "reason": reason,
+        }
+        for p, ok, reason in zip(calibrated, accepted, reasons, strict=True)
+    ]

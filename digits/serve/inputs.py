@@ -1,0 +1,149 @@
+"""What a request's pictures become: its body read as one Item (or an uploaded file) or a Batch, each
+picture opened and counted against the request's pixel budget before any is decoded, then decoded by at
+most `decode_slots` threads at once into the 28x28 model inputs (digits.drawing)."""
+
+import base64
+import binascii
+import json
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from digits.drawing import BadInput, decode_image, mnistify, open_image, prepare_pixels
+from digits.serve.limits import Limits
+from digits.serve.middleware import DISCONNECTED
+from digits.serve.schema import Batch, Item
+
+
+class ClientGone(Exception):
+    """The client disconnected: stop working on its request."""
+
+
+def decode_data_url(text: str) -> bytes:
+    """`data:image/png;base64,....` (or bare base64) -> the image bytes."""
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise BadInput("image must be a base64 data URL (data:image/png;base64,...)")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("image is not valid base64") from None
+    if not data:
+        raise BadInput("image is empty")
+    return data
+
+
+async def _parse_json(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        # ValueError covers JSONDecodeError, invalid UTF-8 (UnicodeDecodeError) and integer literals
+        # past Python's 4,300-digit conversion limit; RecursionError, nesting deeper than the stack.
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError) as e:
+        raise HTTPException(400, f"body is not valid JSON: {e}") from None
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").lower()
+
+
+async def read_item(request: Request) -> bytes | Item:
+    """The one picture of /api/predict: the uploaded file's bytes (multipart) or a JSON Item."""
+    content_type = _content_type(request)
+    if content_type.startswith("multipart/form-data"):
+        async with request.form() as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise BadInput("multipart upload needs the image in a file field named `file`")
+            return await upload.read()
+    if content_type.startswith("application/json"):
+        return await _parse_json(request, Item)
+    raise HTTPException(
+        415,
+        f"content type {content_type or '(none)'!r}: send the image as multipart/form-data (field "
+        "`file`) or JSON {image|pixels}",
+    )
+
+
+async def read_batch(request: Request) -> Batch:
+    """The body of /api/predict/batch: JSON only."""
+    content_type = _content_type(request)
+    if not content_type.startswith("application/json"):
+        raise HTTPException(415, f'content type {content_type or "(none)"!r}: send JSON {{"items": [...]}}')
+    return await _parse_json(request, Batch)
+
+
+class Inputs:
+    """Pictures -> model inputs within the limits: the request's total pixels checked before any picture is
+    decoded (413), decoders shared by all requests (503 with Retry-After when none frees up in time), and
+    no more decoding once the client has gone (ClientGone). Safe to call from the thread pool."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.slots = threading.BoundedSemaphore(limits.decode_slots)
+        self.queue_timeout = limits.queue_timeout
+        self.max_request_pixels = limits.max_request_pixels
+
+    def __call__(
+        self, request: Request, items: Sequence[bytes | Item], prefix: Callable[[int], str]
+    ) -> np.ndarray:
+        """The (n, 28, 28) model inputs; `prefix(i)` starts the message of an error in item i."""
+        opened = self._open(items, prefix)
+        gone = request.scope.get(DISCONNECTED) or threading.Event()
+        inputs = []
+        for i, source in enumerate(opened):
+            if gone.is_set():
+                raise ClientGone
+            try:
+                inputs.append(
+                    self._decode(source) if isinstance(source, Image.Image) else prepare_pixels(source)
+                )
+            except BadInput as e:
+                raise BadInput(f"{prefix(i)}{e}") from None
+        return np.stack(inputs)
+
+    def _open(
+        self, items: Sequence[bytes | Item], prefix: Callable[[int], str]
+    ) -> list[Image.Image | list[Any]]:
+        """Every item checked and opened (its size known, nothing decoded), within the pixel budget."""
+        opened: list[Image.Image | list[Any]] = []
+        pixels = 0
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, bytes):
+                    opened.append(open_image(item))
+                elif ("image" in item.model_fields_set) == ("pixels" in item.model_fields_set):
+                    raise BadInput("give exactly one of `image` (a PNG data URL) or `pixels` (28x28 or 784)")
+                elif item.image is not None:
+                    opened.append(open_image(decode_data_url(item.image)))
+                else:
+                    opened.append(item.pixels)
+            except BadInput as e:
+                raise BadInput(f"{prefix(i)}{e}") from None
+            pixels += opened[-1].width * opened[-1].height if isinstance(opened[-1], Image.Image) else 784
+        if pixels > self.max_request_pixels:
+            raise HTTPException(
+                413,
+                f"the pictures have {pixels} pixels in all, more than the limit of {self.max_request_pixels} "
+                "per request: send fewer or smaller pictures (a digit needs no more than 1000x1000)",
+            )
+        return opened
+
+    def _decode(self, image: Image.Image) -> np.ndarray:
+        """One opened picture -> its 28x28 model input, in one of the decode slots."""
+        if not self.slots.acquire(timeout=self.queue_timeout):
+            raise HTTPException(503, "all image decoders are busy; retry in a second", {"Retry-After": "1"})
+        try:
+            return mnistify(decode_image(image))
+        finally:
+            self.slots.release()

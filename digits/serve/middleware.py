@@ -1,0 +1,116 @@
+"""ASGI middleware around the app: the body within its size and time limits (LimitBody), only the allowed
+Host names and security headers on every answer (Guard). Both answer with the API's one error body."""
+
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from digits.serve.schema import problem
+
+DISCONNECTED = "digits.disconnected"  # scope key: a threading.Event set when the client has gone
+
+
+class LimitBody:
+    """ASGI middleware: the body within `max_bytes` (413) and `timeout` seconds (408), and disconnects seen.
+
+    The body is read here and replayed to the app, so a chunked upload without a Content-Length cannot run
+    past the limit, and a slow one holds its buffer for `timeout` seconds at most. After the body, a task
+    waits for the client's disconnect and sets scope[DISCONNECTED], so CPU-bound work in the thread pool
+    can stop for a client that has gone.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout: float) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        close = {"connection": "close"}  # do not read the rest of a body we refused
+        too_big = problem(413, f"request body is larger than the limit of {self.max_bytes} bytes", close)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit():
+            return await problem(400, "bad Content-Length header")(scope, receive, send)
+        if int(length) > self.max_bytes:
+            return await too_big(scope, receive, send)
+        body, more = bytearray(), True
+        with anyio.move_on_after(self.timeout) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    return await too_big(scope, receive, send)
+        if deadline.cancelled_caught:
+            late = f"the request body did not arrive within {self.timeout:g} s ({len(body)} bytes came)"
+            return await problem(408, late, close)(scope, receive, send)
+
+        gone, gone_async = threading.Event(), anyio.Event()
+        scope[DISCONNECTED] = gone
+        replayed = False
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            gone_async.set()
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            await gone_async.wait()  # after the body: the disconnect, as the watcher saw it
+            return {"type": "http.disconnect"}
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch)
+            await self.app(scope, replay, send)
+            tasks.cancel_scope.cancel()
+
+
+class Guard:
+    """ASGI middleware: only the allowed Host headers (no answer for a name an attacker points at us), and
+    security headers on every response: no MIME sniffing, no framing, and a strict CSP except on /docs
+    (Swagger UI loads its script from a CDN)."""
+
+    PAGE_CSP = (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def __init__(self, app: Callable[..., Awaitable[None]], allowed_hosts: Sequence[str] | None) -> None:
+        self.app = app
+        self.allowed = None if allowed_hosts is None or "*" in allowed_hosts else set(allowed_hosts)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        if self.allowed is not None and host not in self.allowed:
+            allowed = ", ".join(sorted(self.allowed))
+            message = f"Host {host!r} is not served here; allowed: {allowed} (digits.serve --allowed-hosts)"
+            return await problem(400, message)(scope, receive, send)
+        docs = scope["path"] in ("/docs", "/redoc", "/docs/oauth2-redirect")
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", b"frame-ancestors 'none'" if docs else self.PAGE_CSP.encode()),
+        ]
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without the port: `[::1]:8000` -> `::1`, `localhost:8000` -> `localhost`."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
