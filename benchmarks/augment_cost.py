@@ -3,7 +3,7 @@
     python benchmarks/augment_cost.py [--preset deep] [--batches 60] [--json PATH]
 
 Times `--batches` training steps of the same model three ways and scales to a 54,000-digit epoch:
-  materialised  the augment stage's copies, fed by digits.train.EpochCopies (augmentation cost: zero here)
+  materialised  the augment stage's copies, fed by digits.feeds.EpochCopies (augmentation cost: zero here)
   keras-layers  Keras RandomRotation/RandomZoom/RandomTranslation layers in front of the model
   numpy-batch   digits.augment.augment applied to every batch inside the data feeder
 Needs data/prepared/train.npz (run `dvc repro preprocess` first).
@@ -22,11 +22,11 @@ import keras
 import numpy as np
 
 from digits.augment import augment
+from digits.feeds import EpochCopies
 from digits.models import build_model
 from digits.params import AugmentParams, ModelParams
-from digits.preprocess import load_split
 from digits.shapes import one_hot, to_model_input
-from digits.train import EpochCopies
+from digits.splits import load_split
 
 EPOCH = 54_000
 

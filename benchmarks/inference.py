@@ -207,7 +207,7 @@ def bundle_for(args: argparse.Namespace, tmp: Path) -> Path:
         return args.bundle
     from digits.export import Int8Inputs, ParitySet, export_bundle, representative_pictures
     from digits.params import load_params
-    from digits.preprocess import load_split
+    from digits.splits import load_split
 
     params = load_params(ROOT / "params.yaml").export
     train, _ = load_split(ROOT / "data/prepared/train.npz")

@@ -27,9 +27,9 @@ from digits.drawing import as_served
 from digits.export import convert, convert_int8, predict_all, representative_pictures
 from digits.models import load_model
 from digits.params import ExportParams
-from digits.preprocess import load_split
 from digits.runtime import LiteRTPredictor
 from digits.shapes import to_model_input
+from digits.splits import load_split
 
 # name -> (training digits, training non-digits) in the representative set
 SETS = {

@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from digits import paths
 from digits.params import load_params
-from digits.preprocess import load_split, load_training_copies
-from digits.train import batch_norm_images, build_and_train, with_negatives
+from digits.splits import load_split
+from digits.train import TrainingData, build_and_train, load_training_data
 
 
 def main() -> None:
@@ -33,21 +34,22 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params("params.yaml")
-    digits, digit_y = load_training_copies()
-    negatives, _ = load_split("data/negatives/train.npz")
-    val_x, val_y = load_split("data/prepared/val.npz")
-    clean = load_split("data/prepared/train.npz")[0][: params.train.bn_digits]
-    mixed, mixed_y = with_negatives(digits, digit_y, negatives)
+    mixed = load_training_data(
+        paths.prepared("train"),
+        paths.AUGMENTED,
+        paths.negatives("train"),
+        paths.prepared("val"),
+        params.train.bn_digits,
+    )
+    digits, digit_y = load_split(paths.AUGMENTED)
     setups = {
-        "10 classes": (digits, digit_y, None),
-        "11 classes": (mixed, mixed_y, batch_norm_images(clean, mixed, len(digit_y))),
+        "10 classes": TrainingData(digits, digit_y, mixed.val_images, mixed.val_labels),
+        "11 classes": mixed,
     }
     runs = []
     for r in range(args.repeat):
-        for name, (copies, labels, bn_images) in setups.items():
-            result = build_and_train(
-                params.model, params.train, copies, labels, val_x, val_y, bn_images=bn_images
-            )
+        for name, data in setups.items():
+            result = build_and_train(params.model, params.train, data)
             summary = result.summary()
             runs.append({"setup": name, "run": r + 1, **summary})
             print(

@@ -58,8 +58,8 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
     from digits.augment import augment_copies
     from digits.evaluate import tta_probs
     from digits.models import predict_probs
-    from digits.preprocess import load_split
-    from digits.train import build_and_train
+    from digits.splits import load_split
+    from digits.train import TrainingData, build_and_train
 
     train_x, train_y = load_split("data/prepared/train.npz")
     val_x, val_y = load_split("data/prepared/val.npz")
@@ -75,7 +75,9 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
         if augment_per_seed:
             copies = copies_for(seed)
         result = build_and_train(
-            params.model, params.train.model_copy(update={"seed": seed}), copies, train_y, val_x, val_y
+            params.model,
+            params.train.model_copy(update={"seed": seed}),
+            TrainingData(copies, train_y, val_x, val_y),
         )
         summary = result.summary()
         np.savez(
@@ -89,7 +91,7 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
 
 
 def report(out: Path) -> dict:
-    from digits.preprocess import load_split
+    from digits.splits import load_split
 
     _, val_y = load_split("data/prepared/val.npz")
     _, test_y = load_split("data/prepared/test.npz")

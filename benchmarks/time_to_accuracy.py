@@ -51,7 +51,7 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
     import keras
 
     from digits.models import predict_probs
-    from digits.train import build_and_train
+    from digits.train import TrainingData, build_and_train
 
     class Clock(keras.callbacks.Callback):
         """Per-epoch training seconds (test scoring excluded), val and test accuracy."""
@@ -85,7 +85,10 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
     clock = Clock()
     train_params = params.train.model_copy(update={"seed": seed})
     result = build_and_train(
-        params.model, train_params, copies, data["train_y"], data["val_x"], data["val_y"], [clock]
+        params.model,
+        train_params,
+        TrainingData(copies, data["train_y"], data["val_x"], data["val_y"]),
+        [clock],
     )
     selected = clock.epochs[result.best_epoch - 1]
     reach = {}
@@ -195,7 +198,7 @@ def main() -> None:
         ap.error("give at least one --recipe NAME")
 
     from digits.augment import augment_copies
-    from digits.preprocess import load_split
+    from digits.splits import load_split
 
     out_json.parent.mkdir(parents=True, exist_ok=True)
     data = {}

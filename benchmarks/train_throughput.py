@@ -9,7 +9,7 @@ cores slows every variant alike; the median over rounds is reported:
   plain     keras.utils.set_random_seed + digits.models.build_model + model.fit(x_float32, y_onehot,
             batch_size=B, validation_data=...) on in-memory arrays: what a plain Keras script does
   pipeline  the train stage's path: digits.train.make_deterministic, build_model, compile_for,
-            digits.train.train_model (the tf.data feed over the augmented uint8 copies, the recipe's
+            digits.train.train_model (digits.feeds' tf.data feed over the augmented uint8 copies, the recipe's
             schedule, EarlyStopping with restore_best_weights) plus a DVCLiveCallback writing to a temp
             dir, as stages/train.py does
 Both train on the same `--steps` x B digits of data/augmented/train.npz for `--epochs` epochs and validate on
@@ -42,13 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from digits import log
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("seed", "deep", "best")
 TOGGLES = ("no-determinism", "no-dvclive", "no-callbacks", "float32-copies", "arrays")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- worker: one variant in its own process -----------------------------------------------------------
@@ -105,7 +103,8 @@ class Worker:
         ]
 
     def round(self) -> dict:
-        from digits.train import EpochCopies, train_model
+        from digits.feeds import EpochCopies
+        from digits.train import TrainingData, train_model
 
         callbacks, live = self._callbacks()  # Live() set up outside the timing, as the stage does it once
         fit = self.model.fit
@@ -123,9 +122,8 @@ class Worker:
                     verbose=2,
                 )
             elif v in ("pipeline", "no-determinism", "no-dvclive"):
-                train_model(
-                    self.model, self.copies, self.labels, self.val_x, self.val_y, self.params, callbacks
-                )
+                data = TrainingData(self.copies, self.labels, self.val_x, self.val_y)
+                train_model(self.model, data, self.params, callbacks)
             elif v == "no-callbacks":
                 data = EpochCopies(self.copies, self.labels, self.batch, self.params.seed)
                 fit(data, epochs=self.epochs, validation_data=self.val, verbose=2)
@@ -156,8 +154,8 @@ class Worker:
 
 
 def _float32_copies_class():
+    from digits.feeds import EpochCopies
     from digits.shapes import to_model_input
-    from digits.train import EpochCopies
 
     class Float32Copies(EpochCopies):
         """EpochCopies with every copy scaled to float32 up front: batches are plain fancy indexing."""
@@ -270,12 +268,13 @@ def start_batch(specs: list[tuple[str, str, str]], args: argparse.Namespace, dat
 
 
 def write_subset(args: argparse.Namespace, path: Path) -> dict:
-    from digits.preprocess import load_split, load_training_copies
+    from digits import paths
+    from digits.splits import load_split
 
     n = args.steps * args.batch  # whole batches only, so no ragged last batch retraces anything
     args.val = args.val or n // 9  # the stage validates 6,000 digits per 54,000 trained
-    copies, labels = load_training_copies(ROOT)
-    val_x, val_y = load_split(ROOT / "data/prepared/val.npz")
+    copies, labels = load_split(ROOT / paths.AUGMENTED)  # the digits only: no "not a digit" class
+    val_x, val_y = load_split(ROOT / paths.prepared("val"))
     np.savez(
         path,
         copies=np.ascontiguousarray(copies[:, :n]),

@@ -252,14 +252,48 @@ def _dumps(meta: dict) -> str:
     return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
 
 
+def _int8_file(
+    model, float32: Path, inputs: Int8Inputs, staging: Path
+) -> tuple[dict[str, object], Parity, Parity]:
+    """Convert to int8 and check its parity with the float32 file: the file joins the bundle (staging)
+    only when the parity holds. Returns model.json's `int8` entry and the validation and test parities."""
+    params = inputs.params
+    representative = to_model_input(inputs.representative)
+    candidate = staging.parent / BUNDLE_INT8  # beside the bundle until its parity holds
+    candidate.write_bytes(convert_int8(model, representative))
+    parity = _parity(float32, candidate, inputs.decide, inputs.accept)
+    test_parity = _parity(float32, candidate, inputs.report, inputs.accept)
+    problems = parity.problems(params)
+    refused = None
+    if problems:
+        refused = "its parity with float32 on the validation pictures fails: " + "; ".join(problems)
+    else:
+        os.replace(candidate, staging / BUNDLE_INT8)
+    entry = {
+        "included": not problems,
+        "reason": refused,
+        "representative": {"split": "train", "pictures": len(representative), "seed": params.seed},
+        "parity": {
+            "split": "val",
+            **asdict(parity),
+            "max_changed": params.int8_max_changed,
+            "max_accuracy_change": params.int8_max_accuracy_change,
+            "max_decisions_changed": params.int8_max_decisions_changed,
+            "passed": not problems,
+        },
+        "test_parity": {"split": "test", **asdict(test_parity)},
+    }
+    return entry, parity, test_parity
+
+
 def export_bundle(
     model_path: str | Path,
     out_dir: str | Path,
-    int8: Int8Inputs | None = None,
+    int8_inputs: Int8Inputs | None = None,
     calibration: Calibration | None = None,
 ) -> Bundle:
     """The serving bundle for the .keras file: out_dir/model.tflite (checked as export_tflite does), with
-    `int8` also out_dir/model_int8.tflite when its parity with the float32 file holds on the validation
+    `int8_inputs` also out_dir/model_int8.tflite when its parity with the float32 file holds on the validation
     pictures (else model.json says why, and the bundle serves float32), and out_dir/model.json (with the
     `calibration` the server applies, when given). Written in a temp folder beside out_dir, then moved into
     place whole; nothing is written if the float32 check fails."""
@@ -286,35 +320,12 @@ def export_bundle(
             meta["calibration"] = calibration.as_dict()
         parity = test_parity = refused = None
         int8_size = 0
-        if int8 is not None:
-            params = int8.params
-            representative = to_model_input(int8.representative)
-            data = convert_int8(model, representative)
-            candidate = Path(tmp) / BUNDLE_INT8  # beside the bundle until its parity holds
-            candidate.write_bytes(data)
-            parity = _parity(result.path, candidate, int8.decide, int8.accept)
-            test_parity = _parity(result.path, candidate, int8.report, int8.accept)
-            problems = parity.problems(params)
-            if problems:
-                refused = "its parity with float32 on the validation pictures fails: " + "; ".join(problems)
-            else:
-                os.replace(candidate, staging / BUNDLE_INT8)
+        if int8_inputs is not None:
+            meta["int8"], parity, test_parity = _int8_file(model, result.path, int8_inputs, staging)
+            refused = meta["int8"]["reason"]
+            if meta["int8"]["included"]:
                 files[BUNDLE_INT8] = _entry(staging / BUNDLE_INT8, "int8")
-                int8_size = len(data)
-            meta["int8"] = {
-                "included": not problems,
-                "reason": refused,
-                "representative": {"split": "train", "pictures": len(representative), "seed": params.seed},
-                "parity": {
-                    "split": "val",
-                    **asdict(parity),
-                    "max_changed": params.int8_max_changed,
-                    "max_accuracy_change": params.int8_max_accuracy_change,
-                    "max_decisions_changed": params.int8_max_decisions_changed,
-                    "passed": not problems,
-                },
-                "test_parity": {"split": "test", **asdict(test_parity)},
-            }
+                int8_size = (staging / BUNDLE_INT8).stat().st_size
         (staging / BUNDLE_META).write_text(_dumps(meta) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

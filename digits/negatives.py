@@ -22,7 +22,6 @@ must still be accepted. Every generator is deterministic given its numpy Generat
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -216,13 +215,6 @@ def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
 def as_model_input(image: Image.Image) -> np.ndarray:
     """A canvas through the server's preprocessing, as uint8 28x28 (what the model sees, 0..255)."""
     return as_served(np.asarray(image)[None])[0][0]
-
-
-def generator(seed: int, *keys: str) -> np.random.Generator:
-    """A generator keyed by names (split, family), so adding a family never changes the others' draws."""
-    return np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=tuple(zlib.crc32(k.encode()) for k in keys))
-    )
 
 
 def generate(family: str, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -22,13 +22,13 @@ so it would only lower the mean by a constant. The geometric ones reuse digits.a
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy import ndimage
 
 from digits.augment import THICKER, THINNER, warp
+from digits.seeding import generator
 from digits.shapes import check_uint8_digits
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -107,14 +107,6 @@ CORRUPTIONS: dict[str, Corruption] = {
     "thicken": thicken,
     "thin": thin,
 }
-
-
-def generator(seed: int, name: str) -> np.random.Generator:
-    """The generator for one corruption: a SeedSequence child keyed by its name, not by its position.
-
-    So adding, removing or reordering corruptions never changes the draws of the others.
-    """
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
 
 
 def corrupt_all(

@@ -40,8 +40,8 @@ BUNDLE_MODEL, BUNDLE_INT8, BUNDLE_META = "model.tflite", "model_int8.tflite", "m
 PRECISIONS = ("auto", "int8", "float32")  # auto: int8 where the bundle's parity check passed
 PROBES = 64  # synthetic pictures whose outputs the bundle records
 # Largest |probability difference| from a file's recorded probe outputs. The int8 kernels are integer
-# arithmetic, exact on any CPU XNNPACK runs on; LiteRT's own int8 kernels (no XNNPACK) round differently and
-# were measured up to 0.06 off on the noise probes, and another model is ~0.9 off: 0.1 tells them apart.
+# arithmetic, exact on any CPU XNNPACK runs on; LiteRT's own int8 kernels (no XNNPACK) round differently, by
+# far less than another model's outputs differ (benchmarks/README.md): 0.1 tells them apart.
 PROBE_TOLERANCE = {"float32": 1e-4, "int8": 0.1}
 
 
@@ -195,7 +195,7 @@ class _Lane:
     def run(self, images: np.ndarray) -> np.ndarray:
         with self.lock:
             if len(images) != self.batch:
-                # ~0.7 ms (re-planning the graph), so the single-image lane never resizes.
+                # Costs a re-planning of the graph, so the single-image lane never resizes.
                 self.interpreter.resize_tensor_input(self.input, images.shape, strict=False)
                 self.interpreter.allocate_tensors()
                 self.batch = len(images)
@@ -214,7 +214,7 @@ class LiteRTPredictor(Predictor):
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         """`num_threads`: default, the CPUs this process may use, at most 4 (LiteRT's own default is 1).
 
-        Two threads halve the latency of one image and double batch throughput on 2 cores (benchmarks/
+        More threads than one cut the latency of one image and raise batch throughput (benchmarks/
         README.md). The cap of 4 is a guess: a 28x28 CNN has too little work per layer to split further.
         """
         data = path.read_bytes()

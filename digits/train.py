@@ -1,30 +1,27 @@
 """Training: seeded, deterministic Keras fit on materialised augmented copies, selection on validation.
 
-The pipeline runs Keras on TensorFlow; the default strategy also runs on any other Keras backend (JAX on
-a GPU, say), which benchmarks/seeds.py uses; `mirrored` is tf.distribute's MirroredStrategy.
-`multi_host` trains one model across several processes (one per host, the same command on each) with
-Keras's distribution API on JAX: set KERAS_BACKEND=jax and the variables `cluster_from_env` reads. Keras 3
-on TensorFlow cannot train across hosts (keras-team/keras#20585), and on one CPU machine TensorFlow is the
-faster backend (JAX ~3x slower on 2 vCPUs), so `multi_host` is for several hosts or GPUs.
+`load_training_data` gathers what a run fits on (the augment stage's copies, the generated non-digits, the
+validation split, the pictures batch norm is recalibrated on); `build_and_train` builds the model and fits
+it, on one device or as digits.distribute says, fed by digits.feeds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import time
-from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from digits import DigitsError, log
+from digits.distribute import distribution_strategy
+from digits.feeds import EpochCopies, ProcessShare, epoch_dataset
 from digits.params import ModelParams, TrainParams
-from digits.shapes import NUM_CLASSES, SIDE, one_hot, to_model_input
+from digits.shapes import NUM_CLASSES, one_hot, to_model_input
+from digits.splits import load_split
 
 
 def make_deterministic(seed: int) -> None:
@@ -34,99 +31,6 @@ def make_deterministic(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-
-
-def distribution_strategy(name: str) -> Any:
-    """The tf.distribute strategy for `train.distribute`; None for `default` (plain single-device Keras).
-
-    `mirrored` copies the model to every local GPU (or logical CPU) and splits each batch between them.
-    (MultiWorkerMirroredStrategy is left out: Keras 3's fit fails with it, keras-team/keras#20585.)
-    """
-    if name == "default":
-        return None
-    if name == "multi_host":
-        return multi_host_distribution()
-    if keras.backend.backend() != "tensorflow":
-        raise DigitsError(
-            f"train.distribute={name} needs the TensorFlow backend, not {keras.backend.backend()!r}"
-        )
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise DigitsError(f"train.distribute={name!r}: unknown (allowed: default, mirrored, multi_host)")
-
-
-def cluster_from_env(env: Mapping[str, str] = os.environ) -> tuple[str | None, int | None, int | None]:
-    """(coordinator host:port, number of processes, this process's id) of a multi_host run.
-
-    DIGITS_COORDINATOR, DIGITS_NUM_PROCESSES and DIGITS_PROCESS_ID first, else torchrun's MASTER_ADDR +
-    MASTER_PORT, WORLD_SIZE and RANK (which many launchers and Kubernetes operators set). What neither gives
-    stays None, and jax.distributed.initialize finds it itself under Slurm, Open MPI or on Cloud TPU.
-    """
-
-    def number(*names: str) -> int | None:
-        for name in names:
-            if env.get(name):
-                try:
-                    return int(env[name])
-                except ValueError:
-                    raise DigitsError(f"{name}={env[name]!r} is not a whole number") from None
-        return None
-
-    coordinator = env.get("DIGITS_COORDINATOR") or None
-    if not coordinator and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
-        coordinator = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
-    return coordinator, number("DIGITS_NUM_PROCESSES", "WORLD_SIZE"), number("DIGITS_PROCESS_ID", "RANK")
-
-
-def multi_host_distribution() -> keras.distribution.DataParallel:
-    """Join the other processes of a multi_host run; make Keras train data-parallel on all their devices.
-
-    Every variable is replicated on every device and each step's gradients are summed across all of them
-    (NCCL between GPUs, gloo over TCP between CPUs), so every process holds the same weights. Call it
-    before the model is built; it joins the other processes once.
-    """
-    if keras.backend.backend() != "jax":
-        raise DigitsError(
-            "train.distribute=multi_host needs Keras's JAX backend: set KERAS_BACKEND=jax on every host "
-            f"(the backend now is {keras.backend.backend()!r}) and install JAX (pip install '.[multihost]')"
-        )
-    import jax
-
-    if not jax.distributed.is_initialized():
-        # CPU processes need a collectives library to exchange gradients at all; GPUs use NCCL regardless.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        coordinator, processes, process = cluster_from_env()
-        try:
-            jax.distributed.initialize(coordinator, processes, process)
-        except (ValueError, RuntimeError) as e:
-            raise DigitsError(
-                f"train.distribute=multi_host could not join the other processes ({e}); set "
-                "DIGITS_COORDINATOR (host:port of process 0), DIGITS_NUM_PROCESSES and DIGITS_PROCESS_ID"
-            ) from e
-    # Each process feeds its own share of every batch (ProcessShare): Keras must not shard it again.
-    distribution = keras.distribution.DataParallel(auto_shard_dataset=False)
-    keras.distribution.set_distribution(distribution)
-    return distribution
-
-
-def process_index(distribute: str) -> int:
-    """This process's rank: 0 unless it is another process of a multi_host run (which it joins first)."""
-    if distribute != "multi_host":
-        return 0
-    multi_host_distribution()
-    import jax
-
-    return jax.process_index()
-
-
-def weights_digest(model: keras.Model) -> str:
-    """sha256 of the model's weights, bit for bit: every process of a multi_host run ends with the same."""
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
 
 
 NOT_A_DIGIT = NUM_CLASSES  # the label of a generated non-digit: an 11th class, "none of the digits"
@@ -141,9 +45,9 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
     """Set every batch norm's moving mean and variance to its input's statistics on these uint8 pictures.
 
     The moving averages lag behind training: they follow the batches while the weights change fast under
-    one-cycle. A model with a "not a digit" class is very sensitive to that: after its second epoch it read
-    0.8% of the validation digits right with them, 98.7% with statistics measured afresh (README: Knowing
-    when it doesn't know). Layer by layer, in order, so each sees the recalibrated layers before it; dropout
+    one-cycle. A model with a "not a digit" class is very sensitive to that: with the moving statistics it
+    can read almost no validation digit right after an early epoch (docs/trust.md has the figures). Layer by
+    layer, in order, so each sees the recalibrated layers before it; dropout
     is off, as when serving.
     """
     layers_ = model.layers
@@ -219,118 +123,48 @@ def with_negatives(
     )
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the n training digits."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+@dataclass(frozen=True)
+class TrainingData:
+    """What one training run fits on and selects with."""
+
+    copies: np.ndarray  # uint8 (copies, n, 28, 28): one per epoch, the digits then that copy's non-digits
+    labels: np.ndarray  # (n,): 0..9, NOT_A_DIGIT for the non-digits
+    val_images: np.ndarray  # uint8 (m, 28, 28): the validation digits that choose the epoch
+    val_labels: np.ndarray
+    bn_images: np.ndarray | None = None  # with non-digits: what batch norm is recalibrated on each epoch
+
+    @property
+    def digits(self) -> int:
+        return int(np.sum(self.labels != NOT_A_DIGIT))
+
+    def describe(self) -> str:
+        non_digits = len(self.labels) - self.digits
+        return (
+            f"{self.digits} digits + {non_digits} non-digits x {len(self.copies)} copies, "
+            f"{len(self.val_labels)} digits for validation"
+        )
 
 
-def epoch_dataset(
-    copies: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    seed: int,
-    epochs: int,
-    classes: int = NUM_CLASSES,
-) -> Any:
-    """EpochCopies' batches for `epochs` epochs, in the same order, as one tf.data pipeline.
+def load_training_data(
+    train: str | Path, augmented: str | Path, negatives: str | Path, val: str | Path, bn_digits: int
+) -> TrainingData:
+    """The training digits' augmented copies (the prepared digits as the one copy if augment made none),
+    each followed by its share of the non-digits, and the validation digits.
 
-    Keras pulls a PyDataset's batches through Python one at a time, which can halve the images/s of these
-    small CNNs on 2 vCPUs (benchmarks/README.md). Fit it with steps_per_epoch = ceil(n / batch_size).
+    With non-digits, batch norm's moving statistics lag far behind the weights: they are measured afresh on
+    the first `bn_digits` unaugmented digits and, in the share training sees, non-digits
+    (RecalibratedValidation). Without, that would change nothing but the time, so it is left out.
     """
-    import tensorflow as tf
-
-    n_copies, n = copies.shape[:2]
-    # Row e holds epoch e's order as indices into the copies stacked end to end.
-    orders = np.stack([epoch_order(seed, e, n) + (e % n_copies) * n for e in range(epochs)])
-    images = tf.constant(copies.reshape(n_copies * n, SIDE, SIDE, 1))
-    targets = tf.constant(one_hot(labels, classes))
-
-    def batch(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # x / 255 in float32, like to_model_input: the same bits.
-        return tf.cast(tf.gather(images, idx), tf.float32) / 255, tf.gather(targets, idx % n)
-
-    ds = tf.data.Dataset.from_tensor_slices(orders)
-    ds = ds.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-class EpochCopies(keras.utils.PyDataset):
-    """Batches from copy `epoch % n_copies` of the training images, reshuffled every epoch.
-
-    Each epoch sees a differently augmented version of every digit, like on-the-fly augmentation,
-    but the augmentation itself was done once by the augment stage and cached by DVC.
-    """
-
-    def __init__(
-        self, copies: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, classes: int = NUM_CLASSES
-    ) -> None:
-        super().__init__()
-        if copies.ndim != 4 or copies.shape[1] != len(labels):
-            raise ValueError(f"copies must be (n_copies, n, 28, 28) matching {len(labels)} labels")
-        self.copies = copies
-        self.targets = one_hot(labels, classes)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> np.ndarray:
-        return epoch_order(self.seed, self.epoch, self.copies.shape[1])
-
-    def __len__(self) -> int:
-        return math.ceil(self.copies.shape[1] / self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.copies[self.epoch % len(self.copies)][idx]
-        return to_model_input(images), self.targets[idx]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._permutation()
-
-
-class ProcessShare(EpochCopies):
-    """This process's share of EpochCopies' batches in a multi_host run.
-
-    Every process walks the same epoch order (same seed) and takes slice `process` of `processes` equal
-    slices of each batch: the shares are disjoint, together they are the batch one process would train on
-    (train.batch_size stays the global batch, so the recipe keeps its meaning), and every process runs the
-    same number of steps, which it must, since each step waits for all. The epoch's last, short batch is
-    topped up with digits from the start of the epoch so that it, too, splits evenly over every device.
-    Without arguments it reads this process's place from JAX (after multi_host_distribution).
-    """
-
-    def __init__(
-        self,
-        copies: np.ndarray,
-        labels: np.ndarray,
-        batch_size: int,
-        seed: int,
-        process: int | None = None,
-        processes: int | None = None,
-        devices: int | None = None,
-        classes: int = NUM_CLASSES,
-    ) -> None:
-        if process is None or processes is None or devices is None:
-            import jax
-
-            process, processes, devices = jax.process_index(), jax.process_count(), jax.device_count()
-        if batch_size % devices:
-            raise DigitsError(
-                f"train.batch_size={batch_size} does not split evenly over the {devices} devices of this "
-                "multi_host run: make it a multiple of the number of devices"
-            )
-        super().__init__(copies, labels, batch_size, seed, classes)
-        self.process, self.processes, self.devices = process, processes, devices
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        idx = np.concatenate([idx, self._order[: -len(idx) % self.devices]])
-        share = len(idx) // self.processes
-        idx = idx[self.process * share : (self.process + 1) * share]
-        images = self.copies[self.epoch % len(self.copies)][idx]
-        return to_model_input(images), self.targets[idx]
+    train_x, train_y = load_split(train)
+    copies, labels = load_split(augmented)
+    if not np.array_equal(labels, train_y):
+        raise DigitsError(f"{augmented} does not match {train}; rerun augment")
+    copies = copies if len(copies) else train_x[None]
+    non_digits, _ = load_split(negatives)
+    mixed, mixed_labels = with_negatives(copies, labels, non_digits)
+    bn = bn_digits if len(non_digits) else 0
+    bn_images = batch_norm_images(train_x[:bn], mixed, len(labels)) if bn else None
+    return TrainingData(mixed, mixed_labels, *load_split(val), bn_images)
 
 
 @dataclass
@@ -356,29 +190,25 @@ class TrainResult:
 
 def train_model(
     model: keras.Model,
-    train_copies: np.ndarray,
-    train_labels: np.ndarray,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
+    data: TrainingData,
     params: TrainParams,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
-    bn_images: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit a model compiled by `compile_for`; keep the weights of the best validation epoch.
 
-    With `bn_images`, every epoch ends by recalibrating the batch norms on them, and the validation
+    With `data.bn_images`, every epoch ends by recalibrating the batch norms on them, and the validation
     figures that choose the epoch are the recalibrated model's (RecalibratedValidation).
     """
     classes = model.output_shape[-1]
+    copies, labels, p = data.copies, data.labels, params
     if keras.backend.backend() == "tensorflow":
-        p = params
-        data = epoch_dataset(train_copies, train_labels, p.batch_size, p.seed, p.epochs, classes)
-        steps = math.ceil(len(train_labels) / params.batch_size)
+        feed = epoch_dataset(copies, labels, p.batch_size, p.seed, p.epochs, classes)
+        steps = math.ceil(len(labels) / params.batch_size)
     elif params.distribute == "multi_host":
-        data = ProcessShare(train_copies, train_labels, params.batch_size, params.seed, classes=classes)
+        feed = ProcessShare(copies, labels, params.batch_size, params.seed, classes=classes)
         steps = None
     else:
-        data = EpochCopies(train_copies, train_labels, params.batch_size, params.seed, classes)
+        feed = EpochCopies(copies, labels, params.batch_size, params.seed, classes)
         steps = None
     if params.schedule == "exponential":
         callbacks = [
@@ -393,21 +223,27 @@ def train_model(
         restore_best_weights=True,
         start_from_epoch=0,
     )
-    recalibrated = [] if bn_images is None else [RecalibratedValidation(bn_images, val_images, val_labels)]
+    recalibrated = (
+        []
+        if data.bn_images is None
+        else [RecalibratedValidation(data.bn_images, data.val_images, data.val_labels)]
+    )
     start = time.perf_counter()
     history = model.fit(
-        data,
+        feed,
         epochs=params.epochs,
         steps_per_epoch=steps,
         shuffle=False,  # both feeds shuffle per epoch themselves
         # With recalibration the callback validates; Keras's own pass, on stale statistics, would be wasted.
-        validation_data=None if recalibrated else (to_model_input(val_images), one_hot(val_labels, classes)),
+        validation_data=None
+        if recalibrated
+        else (to_model_input(data.val_images), one_hot(data.val_labels, classes)),
         callbacks=[*recalibrated, best, *callbacks],
         verbose=2,
     ).history
     seconds = time.perf_counter() - start
     best_epoch = int(np.argmax(history["val_accuracy"])) + 1
-    return TrainResult(model, history, best_epoch, seconds, len(history["loss"]) * len(train_labels))
+    return TrainResult(model, history, best_epoch, seconds, len(history["loss"]) * len(labels))
 
 
 def learning_rate(
@@ -435,16 +271,12 @@ def compile_for(model: keras.Model, params: TrainParams, n_train: int) -> None:
 def build_and_train(
     model_params: ModelParams,
     train_params: TrainParams,
-    train_copies: np.ndarray,
-    train_labels: np.ndarray,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
+    data: TrainingData,
     callbacks: list[keras.callbacks.Callback] | tuple = (),
-    bn_images: np.ndarray | None = None,
 ) -> TrainResult:
-    """Build and fit; with `bn_images` (uint8) the batch norms are recalibrated on them every epoch.
+    """Build and fit; with `data.bn_images` the batch norms are recalibrated on them every epoch.
 
-    With NOT_A_DIGIT labels among train_labels the model learns an 11th class; the result's model is the
+    With NOT_A_DIGIT labels among data.labels the model learns an 11th class; the result's model is the
     10-output one everything downstream takes (digits.models.digit_outputs).
     """
     from digits.models import build_model, digit_outputs
@@ -452,11 +284,9 @@ def build_and_train(
     strategy = distribution_strategy(train_params.distribute)
     make_deterministic(train_params.seed)
     with strategy.scope() if strategy else nullcontext():
-        model = build_model(model_params, not_a_digit=classes_of(train_labels) > NUM_CLASSES)
-        compile_for(model, train_params, len(train_labels))
-    result = train_model(
-        model, train_copies, train_labels, val_images, val_labels, train_params, callbacks, bn_images
-    )
+        model = build_model(model_params, not_a_digit=classes_of(data.labels) > NUM_CLASSES)
+        compile_for(model, train_params, len(data.labels))
+    result = train_model(model, data, train_params, callbacks)
     if train_params.distribute == "multi_host":
         # Under the distribution every new variable is a step all processes must take together, and saving
         # creates some (a fresh optimizer): process 0 would wait for the others forever. Training is done.

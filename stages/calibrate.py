@@ -10,51 +10,50 @@ plots/reliability/{before,after}.csv and plots/reliability.png.
 
 import math
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
 from digits.params import Params
 
 
 def main(params: Params) -> None:
-    from digits import confidence as c
-    from digits.drawing import as_served
+    from digits import confidence
     from digits.models import load_model, predict_probs
     from digits.plots import save_reliability
-    from digits.preprocess import load_split
+    from digits.served import served_probs
+    from digits.splits import load_split
 
     p = params.calibrate
-    model = load_model("models/model.keras")
-
-    def served_probs(path: str):
-        images, labels = load_split(path)
-        served, _ = as_served(images)  # MNIST digits always have ink
-        return predict_probs(model, served), labels
-
-    val_probs, val_y = served_probs("data/prepared/val.npz")
-    temperature = c.fit_temperature(val_probs, val_y)
-    val = c.calibrate(val_probs, temperature)
-    digit_threshold, threshold = c.choose_thresholds(val, p.false_rejection, p.unsure)
+    model = load_model(paths.MODEL)
+    val_x, val_y = load_split(paths.prepared("val"))
+    val_probs = served_probs(model, val_x)
+    temperature = confidence.fit_temperature(val_probs, val_y)
+    val = confidence.calibrate(val_probs, temperature)
+    digit_threshold, threshold = confidence.choose_thresholds(val, p.false_rejection, p.unsure)
     # Rounded down to 6 decimals: rounding up would reject the digits that sit on a threshold.
-    calibration = c.Calibration(temperature, floor6(threshold), p.unsure_mass, floor6(digit_threshold))
-    write_json("models/calibration.json", calibration.as_dict())
+    calibration = confidence.Calibration(
+        temperature, floor6(threshold), p.unsure_mass, floor6(digit_threshold)
+    )
+    write_json(paths.CALIBRATION, calibration.as_dict())
 
-    negatives, _ = load_split("data/negatives/val.npz")
+    negatives, _ = load_split(paths.negatives("val"))
     neg = calibration.apply(predict_probs(model, negatives))
-    test_probs, test_y = served_probs("data/prepared/test.npz")
+    test_x, test_y = load_split(paths.prepared("test"))
+    test_probs = served_probs(model, test_x)
     before, after = test_probs, calibration.apply(test_probs)
     metrics = {
         "val_false_rejection": round(float(1 - calibration.decide(val)[0].mean()), 5),
         "val_negatives_rejected": round(float(1 - calibration.decide(neg)[0].mean()), 5),
-        "val_auroc": round(c.auroc(calibration.score(val), calibration.score(neg)), 5),
-        "test_before": c.calibration_metrics(before, test_y, p.bins),
-        "test_after": c.calibration_metrics(after, test_y, p.bins),
+        "val_auroc": round(confidence.auroc(calibration.score(val), calibration.score(neg)), 5),
+        "test_before": confidence.calibration_metrics(before, test_y, p.bins),
+        "test_after": confidence.calibration_metrics(after, test_y, p.bins),
     }
     write_json(
-        "metrics/calibrate.json",
+        paths.metrics("calibrate"),
         {"ece": metrics["test_after"]["ece"], "ece_uncalibrated": metrics["test_before"]["ece"]},
     )
     write_csv(
-        "plots/calibration.csv",
+        paths.CALIBRATION_REPORT,
         [
             {"set": "test, uncalibrated", **metrics["test_before"], "rejected": None, "auroc": None},
             {"set": "test, calibrated", **metrics["test_after"], "rejected": None, "auroc": None},
@@ -66,10 +65,13 @@ def main(params: Params) -> None:
             },
         ],
     )
-    curves = {"before": c.reliability(before, test_y, p.bins), "after": c.reliability(after, test_y, p.bins)}
+    curves = {
+        "before": confidence.reliability(before, test_y, p.bins),
+        "after": confidence.reliability(after, test_y, p.bins),
+    }
     for name, rows in curves.items():
-        write_csv(f"plots/reliability/{name}.csv", rows)
-    save_reliability("plots/reliability.png", curves, p.bins)
+        write_csv(paths.RELIABILITY / f"{name}.csv", rows)
+    save_reliability(paths.RELIABILITY_PICTURE, curves, p.bins)
     log(
         f"calibrate: temperature {temperature:.3f}, thresholds {digit_threshold:.4f} on the probability of "
         f"any digit, {threshold:.4f} on the top one (val digits rejected "

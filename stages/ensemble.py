@@ -10,6 +10,7 @@ metric).
 
 from functools import partial
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
 from digits.params import Params
@@ -18,13 +19,13 @@ from digits.params import Params
 def main(params: Params) -> None:
     from digits.evaluate import accuracy, average_softmax, member_spread, tta_metrics, tta_probs
     from digits.models import load_model, predict_probs
-    from digits.preprocess import load_split
     from digits.report import write_report
+    from digits.splits import load_split
 
-    images, labels = load_split("data/prepared/test.npz")
-    val_images, val_labels = load_split("data/prepared/val.npz")
-    models = {f"main (seed {params.train.seed})": "models/model.keras"}
-    models |= {f"seed {s}": f"models/members/seed-{s}.keras" for s in params.ensemble.seeds}
+    images, labels = load_split(paths.prepared("test"))
+    val_images, val_labels = load_split(paths.prepared("val"))
+    models = {f"main (seed {params.train.seed})": paths.MODEL}
+    models |= {f"seed {s}": paths.member(s) for s in params.ensemble.seeds}
     tta = params.evaluate.tta
     rows, test_probs, val_probs, tta_test_probs = [], [], [], []
     for name, path in models.items():
@@ -43,7 +44,7 @@ def main(params: Params) -> None:
             rows[-1]["tta_test_accuracy"] = accuracy(labels, tta_test_probs[-1])
         log(f"ensemble: {name}: test accuracy {rows[-1]['test_accuracy']:.4%}")
     probs = average_softmax(test_probs)
-    summary = write_report("plots/ensemble", images, labels, probs, params.evaluate.gallery)
+    summary = write_report(paths.ENSEMBLE_PLOTS, images, labels, probs, params.evaluate.gallery)
     val_accuracy = accuracy(val_labels, average_softmax(val_probs))
     rows.append(
         {
@@ -56,7 +57,7 @@ def main(params: Params) -> None:
         summary |= tta_metrics(labels, average_softmax(tta_test_probs))
         rows[-1]["tta_test_accuracy"] = summary["tta_accuracy"]
         log(f"ensemble: with test-time augmentation {summary['tta_accuracy']:.4%}")
-    write_csv("plots/ensemble/members.csv", rows)
+    write_csv(paths.ENSEMBLE_MEMBERS, rows)
     spread = member_spread([r["test_accuracy"] for r in rows[:-1]])
     # Without members the ensemble is the main model: its accuracy would repeat evaluate's. The rest of the
     # figures are in plots/ensemble/members.csv.
@@ -65,7 +66,7 @@ def main(params: Params) -> None:
         metrics["ensemble_accuracy"] = summary["accuracy"]
         if tta:
             metrics["ensemble_tta_accuracy"] = summary["tta_accuracy"]
-    write_json("metrics/ensemble.json", metrics)
+    write_json(paths.metrics("ensemble"), metrics)
     log(
         f"ensemble: {len(models)} models, test accuracy {summary['accuracy']:.4%} "
         f"(single models {spread['member_accuracy_mean']:.4%} ± {spread['member_accuracy_std']:.4%})"

@@ -8,6 +8,7 @@ tta_errors (softmax averaged over shifted and rotated views); the plots stay the
 
 from functools import partial
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_json
 from digits.params import Params
@@ -16,13 +17,13 @@ from digits.params import Params
 def main(params: Params) -> None:
     from digits.evaluate import tta_metrics, tta_probs
     from digits.models import load_model, predict_probs
-    from digits.preprocess import load_split
     from digits.report import write_report
+    from digits.splits import load_split
 
-    images, labels = load_split("data/prepared/test.npz")
-    model = load_model("models/model.keras")
+    images, labels = load_split(paths.prepared("test"))
+    model = load_model(paths.MODEL)
     probs = predict_probs(model, images)
-    summary = write_report("plots", images, labels, probs, params.evaluate.gallery)
+    summary = write_report(paths.PLOTS, images, labels, probs, params.evaluate.gallery)
     log(f"evaluate: test accuracy {summary['accuracy']:.4%}, {summary['errors']} errors of {summary['n']}")
     metrics = {"accuracy": summary["accuracy"], "errors": summary["errors"]}  # loss, F1: the log, per_class
     log(f"evaluate: test loss {summary['loss']:.4f}, macro F1 {summary['macro_f1']:.4%}")
@@ -30,7 +31,7 @@ def main(params: Params) -> None:
         tta = tta_metrics(labels, tta_probs(partial(predict_probs, model), images, params.evaluate))
         metrics |= {"tta_accuracy": tta["tta_accuracy"], "tta_errors": tta["tta_errors"]}
         log(f"evaluate: test-time augmentation {tta['tta_accuracy']:.4%}, {tta['tta_errors']} errors")
-    write_json("metrics/evaluate.json", metrics)
+    write_json(paths.metrics("evaluate"), metrics)
 
 
 if __name__ == "__main__":

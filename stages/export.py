@@ -10,42 +10,38 @@ calibration), and metrics/export.json. Serve it with `python -m digits.serve`.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_json
 from digits.params import Params
-
-MODEL = Path("models/model.keras")
-CALIBRATION = Path("models/calibration.json")  # the calibrate stage's temperature and threshold
-OUT = Path("models/serving")
 
 
 def main(params: Params) -> None:
     from digits.confidence import Calibration
     from digits.drawing import as_served
     from digits.export import Int8Inputs, ParitySet, export_bundle, representative_pictures
-    from digits.preprocess import load_split
+    from digits.splits import load_split
 
-    calibration = Calibration.from_dict(json.loads(CALIBRATION.read_text()))
+    calibration = Calibration.from_dict(json.loads(paths.CALIBRATION.read_text()))
 
     def pictures(split: str) -> ParitySet:  # digits as the server prepares them, then the non-digits
-        digits, labels = load_split(f"data/prepared/{split}.npz")
-        return ParitySet(as_served(digits)[0], labels, load_split(f"data/negatives/{split}.npz")[0])
+        digits, labels = load_split(paths.prepared(split))
+        return ParitySet(as_served(digits)[0], labels, load_split(paths.negatives(split))[0])
 
     def accept(probs: np.ndarray) -> np.ndarray:
         return calibration.decide(calibration.apply(probs))[0]
 
     representative = representative_pictures(
-        load_split("data/prepared/train.npz")[0], load_split("data/negatives/train.npz")[0], params.export
+        load_split(paths.prepared("train"))[0], load_split(paths.negatives("train"))[0], params.export
     )
     inputs = Int8Inputs(representative, pictures("val"), pictures("test"), params.export, accept)
-    result = export_bundle(MODEL, OUT, inputs, calibration)
+    result = export_bundle(paths.MODEL, paths.SERVING, inputs, calibration)
     f, p, t = result.float32, result.parity, result.test_parity
     write_json(
-        "metrics/export.json",
+        paths.metrics("export"),
         # Whether the bundle serves int8, and how many test predictions it changes; model.json has the rest.
         {"int8": int(result.int8 is not None), "int8_changed": t.changed},
     )

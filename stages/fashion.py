@@ -4,17 +4,14 @@ Clothes, not digits: the open-set evaluation's "is this a digit at all?" set. Wh
 in what order, is `fashion:` in params.yaml; see digits/fashion.py.
 """
 
-from pathlib import Path
-
+from digits import paths
 from digits.cli import run_stage
 from digits.fashion import fetch_fashion
 from digits.params import Params
 
-OUT = Path("data/fashion")
-
 
 def main(params: Params) -> None:
-    fetch_fashion(params.fashion, OUT)
+    fetch_fashion(params.fashion, paths.FASHION)
 
 
 if __name__ == "__main__":

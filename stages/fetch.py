@@ -3,17 +3,14 @@
 Which sources are tried, and in what order, is `fetch:` in params.yaml; see digits/fetch.py.
 """
 
-from pathlib import Path
-
+from digits import paths
 from digits.cli import run_stage
 from digits.fetch import fetch
 from digits.params import Params
 
-OUT = Path("data/raw")
-
 
 def main(params: Params) -> None:
-    fetch(params.fetch, OUT)
+    fetch(params.fetch, paths.RAW)
 
 
 if __name__ == "__main__":

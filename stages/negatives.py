@@ -9,14 +9,16 @@ thickness) like the augmented digits, so that a degradation never tells a digit 
 
 import numpy as np
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.params import Params
 
 
 def main(params: Params) -> None:
     from digits.augment import degrade
-    from digits.negatives import FAMILIES, generate, generator
-    from digits.preprocess import save_split
+    from digits.negatives import FAMILIES, generate
+    from digits.seeding import generator
+    from digits.splits import save_split
 
     p = params.negatives
     names = list(FAMILIES)
@@ -32,7 +34,7 @@ def main(params: Params) -> None:
         x = np.concatenate(parts)
         if split == "train" and len(x):
             x = degrade(x, params.augment, generator(p.seed, split, "degrade"))
-        save_split(f"data/negatives/{split}.npz", x, families)
+        save_split(paths.negatives(split), x, families)
         log(f"negatives: {split}: " + ", ".join(f"{n} {f}" for f, n in counts.items()))
 
 

@@ -13,10 +13,8 @@ held-out family never trained on), pure noise, and each robustness corruption of
 """
 
 import json
-from pathlib import Path
 
-import numpy as np
-
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
 from digits.params import Params
@@ -25,67 +23,48 @@ FONT_DIGITS = NOISE = 1000  # pictures generated for each of these sets (at most
 
 
 def main(params: Params) -> None:
-    from digits import confidence as c
     from digits import negatives, robustness
-    from digits.drawing import as_served
+    from digits.confidence import Calibration, rejection_metrics
     from digits.idx import read_idx
-    from digits.models import load_model, predict_probs
+    from digits.models import load_model
     from digits.plots import save_score_histograms
-    from digits.preprocess import load_split
+    from digits.seeding import generator
+    from digits.served import digits_report, judge
+    from digits.splits import load_split
 
     p = params.openset
-    calibration = c.Calibration.from_dict(json.loads(Path("models/calibration.json").read_text()))
-    model = load_model("models/model.keras")
+    calibration = Calibration.from_dict(json.loads(paths.CALIBRATION.read_text()))
+    model = load_model(paths.MODEL)
 
-    def judge(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Calibrated probabilities, accepted or not, and scores (calibration.score); a picture the server
-        would refuse as blank is not accepted and scores 0."""
-        served, ink = as_served(images)
-        probs = calibration.apply(predict_probs(model, served))
-        return probs, ink & calibration.decide(probs)[0], np.where(ink, calibration.score(probs), 0.0)
-
-    def digits_report(probs: np.ndarray, accepted: np.ndarray, labels: np.ndarray) -> dict:
-        correct = probs.argmax(axis=1) == labels
-        return {
-            "accuracy": round(float(correct.mean()), 5),
-            "rejected": round(float((~accepted).mean()), 5),
-            "accepted_and_correct": round(float((accepted & correct).mean()), 5),
-            "n": len(labels),
-        }
-
-    test_x, test_y = load_split("data/prepared/test.npz")
+    test_x, test_y = load_split(paths.prepared("test"))
     keep = robustness.subset(len(test_y), p.samples, p.seed)
     test_x, test_y = test_x[keep], test_y[keep]
-    probs, digit_accepted, digit_scores = judge(test_x)
-    report = {"mnist": digits_report(probs, digit_accepted, test_y)}
-    font_rng = negatives.generator(p.seed, "font digits")
-    font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), font_rng)
-    font_probs, font_accepted, font_scores = judge(font_x)
-    report["font_digits"] = digits_report(font_probs, font_accepted, font_y)
+    mnist = judge(model, calibration, test_x)
+    font_x, font_y = negatives.font_digits(min(FONT_DIGITS, p.samples), generator(p.seed, "font digits"))
+    fonts = judge(model, calibration, font_x)
+    report = {"mnist": digits_report(mnist, test_y), "font_digits": digits_report(fonts, font_y)}
 
-    judged = {}  # name -> (accepted, scores)
-    fashion = read_idx("data/fashion/t10k-images-idx3-ubyte")[: p.samples]
-    judged["Fashion-MNIST"] = judge(fashion)[1:]
-    neg_x, neg_family = load_split("data/negatives/test.npz")
-    _, neg_accepted, neg_scores = judge(neg_x)
+    fashion = read_idx(paths.FASHION / "t10k-images-idx3-ubyte")[: p.samples]
+    judged = {"Fashion-MNIST": judge(model, calibration, fashion)}
+    neg_x, neg_family = load_split(paths.negatives("test"))
+    neg = judge(model, calibration, neg_x)
     for i, family in enumerate(negatives.FAMILIES):
         held = " (held out)" if family == params.negatives.heldout else ""
-        judged[family + held] = neg_accepted[neg_family == i], neg_scores[neg_family == i]
-    noise = negatives.pure_noise(min(NOISE, p.samples), negatives.generator(p.seed, "noise"))
-    judged["pure noise"] = judge(noise)[1:]
+        judged[family + held] = neg[neg_family == i]
+    noise = negatives.pure_noise(min(NOISE, p.samples), generator(p.seed, "noise"))
+    judged["pure noise"] = judge(model, calibration, noise)
     report["non_digits"] = {
-        name: c.rejection_metrics(digit_scores, s, accepted) | {"n": len(s)}
-        for name, (accepted, s) in judged.items()
+        name: rejection_metrics(mnist.scores, j.scores, j.accepted) | {"n": len(j.scores)}
+        for name, j in judged.items()
     }
-
-    report["corruptions"] = {}
-    for name, x in robustness.corrupt_all(test_x, params.robustness.seed).items():
-        corrupted, accepted, _ = judge(x)
-        report["corruptions"][name] = digits_report(corrupted, accepted, test_y)
+    report["corruptions"] = {
+        name: digits_report(judge(model, calibration, x), test_y)
+        for name, x in robustness.corrupt_all(test_x, params.robustness.seed).items()
+    }
 
     fashion, heldout = report["non_digits"]["Fashion-MNIST"], f"{params.negatives.heldout} (held out)"
     write_json(
-        "metrics/openset.json",
+        paths.metrics("openset"),
         {
             "mnist_rejected": report["mnist"]["rejected"],
             "fashion_rejected": fashion["rejected"],
@@ -97,13 +76,13 @@ def main(params: Params) -> None:
     sets |= {f"MNIST {k}": m for k, m in report["corruptions"].items()}
     columns = ("rejected", "accuracy", "accepted_and_correct", "auroc", "fpr_at_95_tpr", "n")
     rows = [{"set": name, **{k: m.get(k) for k in columns}} for name, m in sets.items()]
-    write_csv("plots/openset.csv", rows)
-    scores = {"MNIST test": digit_scores, **{name: s for name, (_, s) in judged.items()}}
+    write_csv(paths.OPENSET_REPORT, rows)
+    scores = {"MNIST test": mnist.scores, **{name: j.scores for name, j in judged.items()}}
     if calibration.digit_threshold:
         line, what = calibration.digit_threshold, "calibrated probability of any digit"
     else:
         line, what = calibration.threshold, "calibrated top probability"
-    save_score_histograms("plots/openset_scores.png", scores | {"font digits": font_scores}, line, what)
+    save_score_histograms(paths.OPENSET_SCORES, scores | {"font digits": fonts.scores}, line, what)
     for row in rows:
         log(f"openset: {row['set']:<22} rejected {row['rejected']:.2%}")
 

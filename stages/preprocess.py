@@ -5,15 +5,15 @@ data/prepared/{train,val,test}.npz (uint8 x, labels y) and data/prepared/summary
 per split). The test split is copied through untouched.
 """
 
-from pathlib import Path
-
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_json
 from digits.idx import read_fetched
 from digits.params import Params
-from digits.preprocess import check_digits, data_summary, save_split, stratified_split
+from digits.preprocess import data_summary, stratified_split
+from digits.splits import check_digits, save_split
 
-RAW, OUT = Path("data/raw"), Path("data/prepared")
+RAW = paths.RAW
 
 
 def main(params: Params) -> None:
@@ -26,8 +26,10 @@ def main(params: Params) -> None:
     )
     splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     for name, (images, labels) in splits.items():
-        save_split(OUT / f"{name}.npz", images, labels)
-    write_json(OUT / "summary.json", data_summary({name: labels for name, (_, labels) in splits.items()}))
+        save_split(paths.prepared(name), images, labels)
+    write_json(
+        paths.PREPARED / "summary.json", data_summary({name: labels for name, (_, labels) in splits.items()})
+    )
     log("preprocess: " + ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items()))
 
 

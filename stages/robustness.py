@@ -5,10 +5,9 @@ accuracy, their mean and the mean relative drop), plots/robustness.csv (a bar pe
 plots/robustness_examples.png (the same test digits under every corruption, with the model's predictions).
 """
 
-from pathlib import Path
-
 import numpy as np
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
 from digits.params import Params
@@ -20,13 +19,13 @@ def main(params: Params) -> None:
     from digits import plots, robustness
     from digits.augment import preview_indices
     from digits.models import load_model, predict_probs
-    from digits.preprocess import load_split
+    from digits.splits import load_split
 
     p = params.robustness
-    images, labels = load_split("data/prepared/test.npz")
+    images, labels = load_split(paths.prepared("test"))
     keep = robustness.subset(len(labels), p.samples, p.seed)
     images, labels = images[keep], labels[keep]
-    model = load_model("models/model.keras")
+    model = load_model(paths.MODEL)
     log(f"robustness: {len(robustness.CORRUPTIONS)} corruptions of {len(labels)} test digits (seed {p.seed})")
 
     sets = {"clean": images, **robustness.corrupt_all(images, p.seed)}
@@ -41,14 +40,14 @@ def main(params: Params) -> None:
     # The headline numbers; every corruption's accuracy is in plots/robustness.csv.
     noise = metrics["corruptions"]["gaussian_noise"]
     write_json(
-        "metrics/robustness.json",
+        paths.metrics("robustness"),
         {"mean_corrupted": metrics["mean_corrupted"], "corruptions": {"gaussian_noise": noise}},
     )
     bars = {"clean": metrics["clean"], **metrics["corruptions"]}
-    write_csv("plots/robustness.csv", [{"corruption": k, "accuracy": v} for k, v in bars.items()])
+    write_csv(paths.ROBUSTNESS_REPORT, [{"corruption": k, "accuracy": v} for k, v in bars.items()])
     shown = preview_indices(labels, EXAMPLES)
     plots.save_robustness_examples(
-        Path("plots/robustness_examples.png"),
+        paths.ROBUSTNESS_EXAMPLES,
         {name: x[shown] for name, x in sets.items()},
         labels[shown],
         {name: pred[shown] for name, pred in predicted.items()},

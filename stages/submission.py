@@ -5,15 +5,14 @@ Reads models/model.keras and data/raw/kaggle-test-images-idx3-ubyte, which fetch
 its header, so the stage always has its output.
 """
 
-from pathlib import Path
-
+from digits import paths
 from digits.cli import log, run_stage
 from digits.params import Params
 from digits.submission import write_submission
 
-RAW = Path("data/raw")
+RAW = paths.RAW
 KAGGLE_TEST = RAW / "kaggle-test-images-idx3-ubyte"
-OUT = Path("submission.csv")
+OUT = paths.SUBMISSION
 
 
 def main(params: Params) -> None:
@@ -27,7 +26,7 @@ def main(params: Params) -> None:
     from digits.models import load_model, predict_probs
 
     images = read_fetched(RAW, KAGGLE_TEST.name)
-    probs = predict_probs(load_model("models/model.keras"), images)
+    probs = predict_probs(load_model(paths.MODEL), images)
     write_submission(OUT, probs.argmax(axis=1))
     log(f"submission: {len(images)} predictions -> {OUT} (upload it on the competition's page)")
 

@@ -6,75 +6,50 @@ The main model (no arguments) writes models/model.keras, metrics/train.json and 
 curves under plots/training/.
 `--member SEED` trains an ensemble member with that seed instead: models/members/seed-SEED.{keras,json}.
 With train.distribute=multi_host, every host runs this script and only process 0 writes the outputs
-(README: Training across hosts).
+(docs/scaling.md, "Several hosts").
 """
 
 import argparse
-from pathlib import Path
 
+from digits import paths
 from digits.cli import log, run_stage
 from digits.files import save_model, write_json
 from digits.params import Params
+
+HEADLINE = ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds")  # a member keeps them all
 
 
 def main(params: Params, member: int | None) -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from digits.preprocess import load_split, load_training_copies
-    from digits.train import (
-        TrainResult,
-        batch_norm_images,
-        build_and_train,
-        process_index,
-        weights_digest,
-        with_negatives,
-    )
+    from digits.distribute import process_index, weights_digest
+    from digits.train import build_and_train, load_training_data
 
     rank = process_index(params.train.distribute)  # 0 unless another host of a multi_host run
-    copies, digit_y = load_training_copies()
-    negatives, _ = load_split("data/negatives/train.npz")
-    copies, train_y = with_negatives(copies, digit_y, negatives)  # each copy (epoch) its own share
-    val_x, val_y = load_split("data/prepared/val.npz")
-    train_params = params.train if member is None else params.train.model_copy(update={"seed": member})
-    name = "main model" if member is None else f"ensemble member seed {member}"
-    log(
-        f"train: {name}, {len(digit_y)} digits + {len(train_y) - len(digit_y)} non-digits x {len(copies)} "
-        f"copies, {len(val_y)} digits for validation"
+    train = params.train if member is None else params.train.model_copy(update={"seed": member})
+    data = load_training_data(
+        paths.prepared("train"),
+        paths.AUGMENTED,
+        paths.negatives("train"),
+        paths.prepared("val"),
+        train.bn_digits,
     )
-
-    # With a "not a digit" class, batch norm's moving statistics lag far behind the weights: measure them
-    # afresh on unaugmented digits and, in the share training saw, non-digits (RecalibratedValidation).
-    # Without, that changes nothing but the time.
-    bn = params.train.bn_digits if len(negatives) else 0
-    clean = load_split("data/prepared/train.npz")[0][:bn] if bn else None
-    bn_images = batch_norm_images(clean, copies, len(digit_y)) if bn else None
-
-    def fit(callbacks: list) -> TrainResult:
-        return build_and_train(
-            params.model, train_params, copies, train_y, val_x, val_y, callbacks, bn_images
-        )
-
+    log(f"train: {'main model' if member is None else f'ensemble member seed {member}'}, {data.describe()}")
     if member is None and rank == 0:
-        with Live("plots/training", dvcyaml=False, save_dvc_exp=False) as live:
-            result = fit([DVCLiveCallback(live=live)])
+        with Live(str(paths.TRAINING_CURVES), dvcyaml=False, save_dvc_exp=False) as live:
+            result = build_and_train(params.model, train, data, [DVCLiveCallback(live=live)])
     else:
-        result = fit([])
-    if train_params.distribute == "multi_host":
-        # Every process must end with the same weights: this line lets one compare the hosts' logs.
+        result = build_and_train(params.model, train, data)
+    if train.distribute == "multi_host":  # every process must end with the same weights: compare the logs
         log(f"train: process {rank}, weights sha256 {weights_digest(result.model)}")
     if rank:
         return  # process 0 (the host DVC runs on) writes the outputs; the others write nothing
-    if member is None:
-        model_path, metrics_path = Path("models/model.keras"), Path("metrics/train.json")
-    else:
-        model_path = Path(f"models/members/seed-{member}.keras")
-        metrics_path = model_path.with_suffix(".json")
+    model_path = paths.MODEL if member is None else paths.member(member)
     save_model(result.model, model_path)
     summary = result.summary()
-    # The headline numbers for the main model (a member's file keeps the whole summary).
-    headline = ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds")
-    write_json(metrics_path, summary if member is not None else {k: summary[k] for k in headline})
+    metrics = {k: summary[k] for k in HEADLINE} if member is None else summary
+    write_json(paths.metrics("train") if member is None else model_path.with_suffix(".json"), metrics)
     log(
         f"train: best val accuracy {summary['best_val_accuracy']} at epoch {summary['best_epoch']}, "
         f"{summary['train_seconds']} s, {summary['images_per_second']:.0f} images/s, "

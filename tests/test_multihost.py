@@ -21,9 +21,10 @@ import yaml
 from helpers import ROOT
 
 from digits import DigitsError
+from digits.distribute import cluster_from_env, distribution_strategy, weights_digest
+from digits.feeds import EpochCopies, Place, ProcessShare
 from digits.idx import read_idx
-from digits.preprocess import save_split
-from digits.train import EpochCopies, ProcessShare, cluster_from_env, distribution_strategy, weights_digest
+from digits.splits import save_split
 
 N_TRAIN = 499  # odd, so the epoch's last batch (51 of batch size 64) needs topping up to split in two
 
@@ -34,7 +35,7 @@ def test_process_shares_are_disjoint_and_make_up_the_batch() -> None:
     copies[:, :, 0, 0] = np.arange(n)  # pixel (0, 0) names the digit
     labels = np.arange(n) % 10
     whole = EpochCopies(copies, labels, batch, seed=3)
-    shares = [ProcessShare(copies, labels, batch, 3, process=p, processes=2, devices=2) for p in (0, 1)]
+    shares = [ProcessShare(copies, labels, batch, 3, Place(p, processes=2, devices=2)) for p in (0, 1)]
     for _ in range(2):  # two epochs: the order reshuffles
         assert len(shares[0]) == len(shares[1]) == len(whole) == 3  # same step count on every process
         for b in range(len(whole)):
@@ -53,7 +54,7 @@ def test_process_shares_are_disjoint_and_make_up_the_batch() -> None:
 def test_batch_size_must_split_over_the_devices() -> None:
     with pytest.raises(DigitsError, match="multiple of the number of devices"):
         ProcessShare(
-            np.zeros((1, 10, 28, 28), np.uint8), np.zeros(10), 5, 0, process=0, processes=2, devices=4
+            np.zeros((1, 10, 28, 28), np.uint8), np.zeros(10), 5, 0, Place(0, processes=2, devices=4)
         )
 
 

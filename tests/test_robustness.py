@@ -18,8 +18,9 @@ from digits import robustness
 from digits.augment import warp
 from digits.idx import read_idx
 from digits.plots import save_robustness_examples
-from digits.preprocess import save_split
 from digits.robustness import CORRUPTIONS, corrupt_all, robustness_metrics, subset
+from digits.seeding import generator
+from digits.splits import save_split
 
 RANDOM = ["rotate", "shear", "scale", "translate", "gaussian_noise"]  # the rest ignore their generator
 
@@ -183,9 +184,7 @@ def test_corrupt_all_is_seeded_and_each_corruption_has_its_own_generator(digits:
     assert set(partial) == set(CORRUPTIONS) - {"rotate"}
     assert all(np.array_equal(partial[k], first[k]) for k in partial)
     # And two corruptions drawing the same kind of numbers do not draw the same numbers.
-    assert not np.array_equal(
-        robustness.generator(42, "rotate").random(5), robustness.generator(42, "shear").random(5)
-    )
+    assert not np.array_equal(generator(42, "rotate").random(5), generator(42, "shear").random(5))
     with pytest.raises(ValueError):
         corrupt_all(digits.astype(np.float32), seed=42)
 

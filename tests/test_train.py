@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 
 from digits import DigitsError
+from digits.distribute import distribution_strategy
+from digits.feeds import EpochCopies, epoch_dataset
 from digits.idx import read_idx
 from digits.params import ModelParams, TrainParams
-from digits.train import (
-    EpochCopies,
-    TrainResult,
-    build_and_train,
-    distribution_strategy,
-    epoch_dataset,
-    learning_rate,
-)
+from digits.train import TrainingData, TrainResult, build_and_train, learning_rate
 
 
 def test_epoch_copies_cycles_copies_and_reshuffles() -> None:
@@ -79,16 +74,16 @@ def test_epoch_copies_rejects_mismatched_labels() -> None:
         EpochCopies(np.zeros((2, 6, 28, 28), np.uint8), np.zeros(5, np.uint8), 4, 0)
 
 
-def _tiny(tiny_mnist_dir: Path) -> tuple[np.ndarray, ...]:
+def _tiny(tiny_mnist_dir: Path) -> TrainingData:
     x = read_idx(tiny_mnist_dir / "train-images-idx3-ubyte.gz")
     y = read_idx(tiny_mnist_dir / "train-labels-idx1-ubyte.gz")
-    return x[:500][None], y[:500], x[500:], y[500:]
+    return TrainingData(x[:500][None], y[:500], x[500:], y[500:])
 
 
 def _train_twice(tiny_mnist_dir: Path, model_params: ModelParams, train_params: TrainParams) -> TrainResult:
     """Train twice with the same params; assert identical histories and weights; return the first run."""
-    first = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
-    second = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
+    first = build_and_train(model_params, train_params, _tiny(tiny_mnist_dir))
+    second = build_and_train(model_params, train_params, _tiny(tiny_mnist_dir))
     assert first.history == second.history
     for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -124,8 +119,9 @@ def test_restores_the_best_validation_epoch(tiny_mnist_dir: Path) -> None:
     train_params = TrainParams(
         epochs=4, batch_size=50, schedule="exponential", lr=0.01, lr_decay=1.0, patience=1, seed=1
     )
-    result = build_and_train(model_params, train_params, *_tiny(tiny_mnist_dir))
-    _, _, val_x, val_y = _tiny(tiny_mnist_dir)
+    result = build_and_train(model_params, train_params, _tiny(tiny_mnist_dir))
+    tiny = _tiny(tiny_mnist_dir)
+    val_x, val_y = tiny.val_images, tiny.val_labels
     from digits.shapes import to_model_input
 
     acc = float(np.mean(np.asarray(result.model(to_model_input(val_x))).argmax(axis=1) == val_y))
@@ -141,12 +137,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 from digits.idx import read_idx
 from digits.params import ModelParams, TrainParams
-from digits.train import build_and_train
+from digits.train import TrainingData, build_and_train
 d = sys.argv[1]
 x, y = read_idx(d + "/train-images-idx3-ubyte.gz"), read_idx(d + "/train-labels-idx1-ubyte.gz")
 params = TrainParams(epochs=2, batch_size=64, patience=0, distribute="mirrored")
 model = ModelParams(preset="seed", filters=[8, 16], dense=32)
-result = build_and_train(model, params, x[None, :500], y[:500], x[500:600], y[500:600])
+result = build_and_train(model, params, TrainingData(x[None, :500], y[:500], x[500:600], y[500:600]))
 print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_sync,
                   "val_accuracy": result.history["val_accuracy"]}))
 """
@@ -187,7 +183,7 @@ def test_non_digits_are_an_eleventh_class_and_each_copy_gets_its_own_share() -> 
 
 def test_a_not_a_digit_model_trains_and_answers_ten_digit_probabilities(tmp_path) -> None:
     from digits.models import load_model, predict_probs
-    from digits.train import NOT_A_DIGIT, build_and_train
+    from digits.train import NOT_A_DIGIT, TrainingData, build_and_train
 
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
@@ -196,10 +192,7 @@ def test_a_not_a_digit_model_trains_and_answers_ten_digit_probabilities(tmp_path
     result = build_and_train(
         ModelParams(preset="fast", filters=[4, 8], dense=8),
         params,
-        digits[None],
-        labels,
-        digits[:10],
-        np.arange(10),
+        TrainingData(digits[None], labels, digits[:10], np.arange(10)),
     )
     assert result.model.output_shape == (None, 10)
     result.model.save(tmp_path / "m.keras")

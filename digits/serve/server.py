@@ -18,13 +18,13 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from digits import DigitsError
+from digits import DigitsError, paths
 from digits.confidence import Calibration
 from digits.runtime import PRECISIONS, load_predictor, model_file
 from digits.serve.app import create_app
 from digits.serve.limits import BODY_TIMEOUT, HEADER_TIMEOUT, Limits
 
-DEFAULT_MODELS = (Path("models/serving"), Path("models/model.keras"))  # the first that exists
+DEFAULT_MODELS = (paths.SERVING, paths.MODEL)  # the first that exists
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEADER_TIMEOUT_ENV = "DIGITS_HEADER_TIMEOUT"  # read by HeaderTimeoutProtocol, in every worker process
 # create_app's arguments for the --workers processes, as JSON: model_path, threads, calibration (the flags
