@@ -32,12 +32,10 @@ from pathlib import Path
 
 import yaml
 
+from digits import log
+
 ROOT = Path(__file__).resolve().parents[1]
 IGNORE = shutil.ignore_patterns(".venv", ".ruff_cache", ".pytest_cache", "__pycache__", "dvc_plots")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def env() -> dict[str, str]:

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import functools
 import http.client
 import io
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +39,9 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from digits import log
 from digits.idx import read_idx
+from digits.measure import cpu_seconds, free_port, memory_mib
 from digits.serve import MAX_BODY, MAX_ITEMS, MAX_REQUEST_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +52,6 @@ MNIST_TEST = ROOT / "tests" / "fixtures" / "mnist-tiny"
 CANVAS = 280  # px, the drawing page's canvas
 HOST = "127.0.0.1"
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "serve_load.json"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- payloads: one real MNIST test digit per class ----------------------------------------------------
@@ -108,12 +104,6 @@ def make_payloads(kind: str, batch: int = 0) -> list[Payload]:
 # --- the server under test ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 class ServerDied(RuntimeError):
     pass
 
@@ -164,43 +154,6 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields after the comm field
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants (uvicorn's --workers processes)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):  # it exited meanwhile
-                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
-    tree, frontier = [pid], [pid]
-    while frontier:
-        frontier = [child for child, parent in parents.items() if parent in frontier]
-        tree += frontier
-    return tree
-
-
-def rss_mb(pid: int) -> dict[str, float]:
-    """Resident memory now (VmRSS) and at its peak (VmHWM), in MiB, summed over the process tree."""
-    total = {"VmRSS": 0.0, "VmHWM": 0.0}
-    for p in process_tree(pid):
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines())
-        for key in total:
-            total[key] += int(fields[key].split()[0]) / 1024
-    return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process tree has used so far."""
-    ticks = 0
-    for p in process_tree(pid):
-        utime, stime = _stat(p)[11:13]  # fields 14 and 15 of /proc/<pid>/stat
-        ticks += int(utime) + int(stime)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- the load ---------------------------------------------------------------------------------------------
@@ -375,13 +328,13 @@ def worst_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
             server = start_server(args.model.resolve(), port, output, shlex.split(args.server_args))
             try:
                 wait_ready(server, port, output, args.startup_timeout)
-                before, cpu = rss_mb(server.pid)["VmRSS"], cpu_seconds(server.pid)
+                before, cpu = memory_mib(server.pid)["VmRSS"], cpu_seconds(server.pid)
                 start = time.perf_counter()
                 with ThreadPoolExecutor(clients) as pool:  # all at once
                     statuses = list(pool.map(functools.partial(_post, port, path), [body] * clients))
                 wall = time.perf_counter() - start
                 time.sleep(0.5)  # let a request whose client was answered early finish its work
-                memory, cpu = rss_mb(server.pid), cpu_seconds(server.pid) - cpu
+                memory, cpu = memory_mib(server.pid), cpu_seconds(server.pid) - cpu
             finally:
                 stop_server(server)
         rows.append(
@@ -426,7 +379,7 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
         try:
             startup, ready = wait_ready(server, port, output, args.startup_timeout)
             log(f"ready after {startup:.1f} s on port {port}; warming up with {args.warmup} requests")
-            rss_before = rss_mb(server.pid)
+            rss_before = memory_mib(server.pid)
             warmup, _ = run_load(port, payloads, args.clients, args.warmup, args.seconds)
             if warmup.errors:
                 raise ServerDied(f"warm-up failed: {warmup.first_errors}\n{server_output(output)}")
@@ -436,7 +389,7 @@ def benchmark(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
             server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
             results, wall = run_load(port, payloads, args.clients, args.requests, args.seconds)
             server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
-            rss_after = rss_mb(server.pid)
+            rss_after = memory_mib(server.pid)
             if server.poll() is not None:
                 raise ServerDied(f"the server died during the load:\n{server_output(output)}")
         finally:

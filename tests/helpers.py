@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+
+from digits.measure import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +39,6 @@ def png(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
 def data_url(data: bytes, mime: str = "image/png") -> str:
     """Bytes as a base64 data URL of the given media type."""
     return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-def bound_socket() -> socket.socket:
-    """A TCP socket bound to a free port on 127.0.0.1 (the caller closes it): hand it to a server, no race."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (bound, then released), for a server started by number."""
-    with bound_socket() as sock:
-        return sock.getsockname()[1]
 
 
 @contextmanager

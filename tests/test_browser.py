@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from helpers import SCRIBBLE, SEVEN, bound_socket, png
+from helpers import SCRIBBLE, SEVEN, png
 from playwright.sync_api import Page, expect, sync_playwright
 
 from digits.idx import read_idx
+from digits.measure import bound_socket
 from digits.serve import create_app
 
 pytestmark = pytest.mark.browser  # `make test-fast` (-m "not browser") runs without Chromium
