@@ -84,7 +84,23 @@ class Calibration:
         return calibrate(probs, self.temperature)
 
     def decide(self, calibrated: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-        return decide(calibrated, self.threshold, self.unsure_mass, self.digit_threshold)
+        """Per row of calibrated probabilities: accepted (probability of any digit >= digit_threshold and
+        top probability >= threshold) and, when not, the reason in words."""
+        p = np.asarray(calibrated, dtype=np.float64)
+        top2 = np.argsort(-p, axis=1, kind="stable")[:, :2]
+        first, second = p[np.arange(len(p)), top2[:, 0]], p[np.arange(len(p)), top2[:, 1]]
+        digit = p.sum(axis=1) >= self.digit_threshold
+        accepted = digit & (first >= self.threshold)
+        reasons: list[str | None] = []
+        for ok, is_digit, (a, b), mass in zip(accepted, digit, top2, first + second, strict=True):
+            if ok:
+                reasons.append(None)
+            elif is_digit and mass >= self.unsure_mass:
+                low, high = sorted((int(a), int(b)))
+                reasons.append(f"unsure between {low} and {high}")
+            else:
+                reasons.append(NOT_A_DIGIT)
+        return accepted, reasons
 
     def score(self, calibrated: np.ndarray) -> np.ndarray:
         """How much each picture looks like a digit, what AUROC and the histograms rank: the probability
@@ -110,28 +126,6 @@ def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
     out = np.exp(logits)
     out /= out.sum(axis=1, keepdims=True)
     return out[:, :-1].astype(np.float32)
-
-
-def decide(
-    calibrated: np.ndarray, threshold: float, unsure_mass: float, digit_threshold: float = 0.0
-) -> tuple[np.ndarray, list[str | None]]:
-    """Per row: accepted (probability of any digit >= digit_threshold and top probability >= threshold)
-    and, when not, the reason in words."""
-    p = np.asarray(calibrated, dtype=np.float64)
-    top2 = np.argsort(-p, axis=1, kind="stable")[:, :2]
-    first, second = p[np.arange(len(p)), top2[:, 0]], p[np.arange(len(p)), top2[:, 1]]
-    digit = p.sum(axis=1) >= digit_threshold
-    accepted = digit & (first >= threshold)
-    reasons: list[str | None] = []
-    for ok, is_digit, (a, b), mass in zip(accepted, digit, top2, first + second, strict=True):
-        if ok:
-            reasons.append(None)
-        elif is_digit and mass >= unsure_mass:
-            low, high = sorted((int(a), int(b)))
-            reasons.append(f"unsure between {low} and {high}")
-        else:
-            reasons.append(NOT_A_DIGIT)
-    return accepted, reasons
 
 
 # ---------------------------------------------------------------- fitting and choosing, on validation data

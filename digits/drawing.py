@@ -226,8 +226,8 @@ def center_of_mass(image: np.ndarray) -> tuple[float, float]:
 def paste_centered(image: np.ndarray, side: int = SIDE) -> np.ndarray:
     """Paste into a side x side black image so the centre of mass lands on pixel (side/2, side/2).
 
-    That is where MNIST's is: measured over its test set, (14.0, 14.0) +- 0.3 in index coordinates, not
-    the geometric 13.5. Whole-pixel shift, as MNIST did, so it ends within half a pixel of there; the box
+    That is where MNIST's is over its test set, in index coordinates, not at the geometric 13.5
+    (benchmarks/README.md). Whole-pixel shift, as MNIST did, so it ends within half a pixel of there; the box
     is kept inside the frame if a lopsided digit would push it out.
     """
     h, w = image.shape
@@ -248,11 +248,6 @@ def mnistify(gray: np.ndarray) -> np.ndarray:
     if not np.isfinite(gray).all() or gray.min() < 0 or gray.max() > 1:
         raise BadInput("picture values must be finite and lie in [0, 1]")
     return paste_centered(fit_box(crop_to_ink(ink_on_black(gray))))
-
-
-def prepare_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> the model's (28, 28) input."""
-    return mnistify(decode_image(data))
 
 
 def prepare_pixels(values: object) -> np.ndarray:
