@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digits.confidence import Calibration
-from digits.drawing import as_served
 from digits.export import convert, convert_int8, predict_all, representative_pictures
+from digits.mnistify import as_served
 from digits.models import load_model
 from digits.params import ExportParams
 from digits.runtime import LiteRTPredictor

@@ -311,7 +311,7 @@ def export_bundle(
         meta = {
             "format": FORMAT,
             "classes": NUM_CLASSES,
-            "input": "float32 (n, 28, 28, 1) in [0, 1], white ink on black, MNIST-centred (digits.drawing)",
+            "input": "float32 (n, 28, 28, 1) in [0, 1], white ink on black, MNIST-centred (digits.mnistify)",
             "source": {model_path.name: {"sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()}},
             "probes": "digits.runtime.probe_images(); each file's probabilities on them are in its entry",
             "files": files,

@@ -1,7 +1,7 @@
 """Seeded generators of pictures that are not digits, seen the way the server sees any picture.
 
 Each family draws on a 112x112 canvas, white ink on black with pen-like strokes about as wide, relative to
-the canvas, as the web page's brush, and then goes through digits.drawing.mnistify, exactly as a drawing
+the canvas, as the web page's brush, and then goes through digits.mnistify.mnistify, exactly as a drawing
 sent to the server does. So a threshold chosen on these carries over to the app.
 
 | family    | what                                                                                   |
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digits.drawing import as_served
+from digits.mnistify import as_served
 from digits.shapes import SIDE
 
 CANVAS = 112

@@ -1,5 +1,5 @@
 """The answers the app would give, computed offline: each picture prepared as the server prepares it
-(digits.drawing.as_served), the model's probabilities, then the calibration and its accept/reject rule.
+(digits.mnistify.as_served), the model's probabilities, then the calibration and its accept/reject rule.
 
 The calibrate stage fits the calibration on these probabilities; the openset stage judges sets with it.
 """
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from digits.confidence import Calibration
-from digits.drawing import as_served
+from digits.mnistify import as_served
 from digits.models import predict_probs
 
 

@@ -1,7 +1,7 @@
 """Calibrate the model's confidence and choose its rejection thresholds, on validation data only.
 
 Reads models/model.keras, data/prepared/{val,test}.npz and data/negatives/val.npz; every picture is seen
-as the server prepares it (digits.drawing). Writes models/calibration.json (temperature, the two
+as the server prepares it (digits.mnistify). Writes models/calibration.json (temperature, the two
 thresholds, unsure_mass: what the export stage puts in the serving bundle), metrics/calibrate.json (ECE on
 the test digits after and before, test being for the report only), plots/calibration.csv (the report:
 ECE / NLL / Brier before and after, the validation pictures rejected, AUROC) and the reliability diagram:

@@ -21,8 +21,8 @@ from digits.params import Params
 
 def main(params: Params) -> None:
     from digits.confidence import Calibration
-    from digits.drawing import as_served
     from digits.export import Int8Inputs, ParitySet, export_bundle, representative_pictures
+    from digits.mnistify import as_served
     from digits.splits import load_split
 
     calibration = Calibration.from_dict(json.loads(paths.CALIBRATION.read_text()))

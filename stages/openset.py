@@ -1,6 +1,6 @@
 """How well the served model knows when a picture is not a digit, on sets never used to train or choose.
 
-Every picture goes through the server's preprocessing (digits.drawing) and the calibration the export
+Every picture goes through the server's preprocessing (digits.mnistify) and the calibration the export
 stage ships (models/calibration.json), so these are the answers the app would give. Reads models/model.keras,
 models/calibration.json, data/prepared/test.npz, data/fashion/ and data/negatives/test.npz. Writes
 metrics/openset.json (the headline shares: MNIST test digits rejected, Fashion-MNIST and the held-out family

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digits import negatives
-from digits.drawing import as_served
+from digits.mnistify import as_served
 from digits.seeding import generator
 from digits.shapes import SIDE
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 from digits import DigitsError
 from digits.confidence import calibrate
-from digits.drawing import prepare_pixels
 from digits.idx import read_idx
+from digits.mnistify import prepare_pixels
 from digits.runtime import Predictor, bundle_calibration, load_predictor
 from digits.serve import OPTIONS_ENV, app_from_env, create_app, main
 

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from digits.runtime import load_predictor
 from digits.serve import create_app
 
-# What a 422 for a schema-valid body may say (digits.drawing and digits.serve word them so).
+# What a 422 for a schema-valid body may say (digits.mnistify and digits.serve word them so).
 CONTENT_ERRORS = re.compile(
     r"not valid base64|image is empty|not an image Pillow can read|damaged image|more than \d+ pixels|"
     r"the picture is blank|image must be a base64 data URL|picture at least 2x2"

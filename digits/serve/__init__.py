@@ -11,7 +11,7 @@ A .tflite model (the export stage's) runs on LiteRT and the server never imports
 runs through a tf.function (digits.runtime has both).
 
 Endpoints are plain `def` functions: FastAPI runs them in its thread pool, so CPU-bound preprocessing and
-inference never block the event loop. Every input goes through digits.drawing (MNIST-style centring) and
+inference never block the event loop. Every input goes through digits.mnistify (MNIST-style centring) and
 bad input is a 4xx with a `{"detail": "..."}` message, never a 500.
 
 The package, by concern: limits (what a request may cost: Limits), schema (the published models, examples

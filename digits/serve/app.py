@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from digits import DigitsError
 from digits.confidence import Calibration
-from digits.drawing import BadInput
+from digits.mnistify import BadInput
 from digits.runtime import BadOutput, Predictor, bundle_calibration, load_predictor, servable_file
 from digits.serve.inputs import ClientGone, Inputs, read_batch, read_item
 from digits.serve.limits import Limits

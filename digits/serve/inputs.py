@@ -1,6 +1,6 @@
 """What a request's pictures become: its body read as one Item (or an uploaded file) or a Batch, each
 picture opened and counted against the request's pixel budget before any is decoded, then decoded by at
-most `decode_slots` threads at once into the 28x28 model inputs (digits.drawing)."""
+most `decode_slots` threads at once into the 28x28 model inputs (digits.mnistify)."""
 
 import base64
 import binascii
@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from digits.drawing import BadInput, decode_image, mnistify, open_image, prepare_pixels
+from digits.mnistify import BadInput, decode_image, mnistify, open_image, prepare_pixels
 from digits.serve.limits import Limits
 from digits.serve.middleware import DISCONNECTED
 from digits.serve.schema import Batch, Item

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from digits.drawing import MAX_PIXELS
+from digits.mnistify import MAX_PIXELS
 from digits.serve.limits import MAX_ITEMS, MAX_REQUEST_PIXELS
 
 # A real 12x12 PNG of a "1" and a 28x28 "1" as pixels: the examples /docs offers work as they are.
@@ -19,7 +19,7 @@ EXAMPLE_IMAGE = (
 )
 EXAMPLE_PIXELS = [[255 if 4 <= r < 24 and 13 <= c < 16 else 0 for c in range(28)] for r in range(28)]
 _NUMBER = {"type": "number", "minimum": 0, "maximum": 255}
-_ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.drawing checks the rest
+_ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.mnistify checks the rest
     "type": "object",
     "additionalProperties": False,
     "properties": {
@@ -58,7 +58,7 @@ class Item(BaseModel):
     """One picture: `image` (a data URL or bare base64 of a PNG/JPEG/...) or `pixels` (28x28 or 784)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.update(_ITEM_SCHEMA))
-    # Not nullable (None is only the default for a missing key); checked by digits.drawing rather than
+    # Not nullable (None is only the default for a missing key); checked by digits.mnistify rather than
     # pydantic, for messages that name the actual problem.
     image: str = None  # type: ignore[assignment]
     pixels: list[Any] = None  # type: ignore[assignment]

@@ -1,4 +1,4 @@
-"""digits.drawing: each MNIST-style step on tiny arrays, errors, and robustness on real MNIST digits."""
+"""digits.mnistify: each MNIST-style step on tiny arrays, errors, and robustness on real MNIST digits."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ from helpers import encode, png
 from PIL import Image
 
 from digits import DigitsError
-from digits.drawing import (
+from digits.idx import read_idx
+from digits.mnistify import (
     BadInput,
     EmptyInput,
     as_served,
@@ -20,7 +21,6 @@ from digits.drawing import (
     pixels_to_array,
     prepare_pixels,
 )
-from digits.idx import read_idx
 from digits.shapes import SIDE
 
 
