@@ -18,6 +18,7 @@ temperature scaling treats it as the 11th class it is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -108,6 +109,12 @@ class Calibration:
         p = np.asarray(calibrated, dtype=np.float64)
         return p.sum(axis=1) if self.digit_threshold else p.max(axis=1)
 
+    def score_threshold(self) -> tuple[float, str]:
+        """The threshold score() is held against, and what score() measures (for plots)."""
+        if self.digit_threshold:
+            return self.digit_threshold, "calibrated probability of any digit"
+        return self.threshold, "calibrated top probability"
+
 
 def with_rest(probs: np.ndarray) -> np.ndarray:
     """(n, 10) digit probabilities -> (n, 11) float64: the last column is what they lack of 1 (no digit)."""
@@ -160,6 +167,21 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, low: float = 0.05, hi
             d = a + ratio * (b - a)
             fd = loss(d)
     return round(float(np.exp((a + b) / 2)), 5)
+
+
+def fit_calibration(
+    probs: np.ndarray, labels: np.ndarray, rejected: float, unsure: float, unsure_mass: float
+) -> Calibration:
+    """The temperature fitted on these validation probabilities, then the thresholds chosen on them once
+    calibrated (choose_thresholds). Thresholds are rounded down to 6 decimals: rounding up would reject the
+    digits that sit on one."""
+    temperature = fit_temperature(probs, labels)
+    digit_threshold, threshold = choose_thresholds(calibrate(probs, temperature), rejected, unsure)
+    return Calibration(temperature, _floor6(threshold), unsure_mass, _floor6(digit_threshold))
+
+
+def _floor6(x: float) -> float:
+    return math.floor(x * 1e6) / 1e6
 
 
 def choose_thresholds(calibrated: np.ndarray, rejected: float, unsure: float) -> tuple[float, float]:

@@ -8,8 +8,6 @@ ECE / NLL / Brier before and after, the validation pictures rejected, AUROC) and
 plots/reliability/{before,after}.csv and plots/reliability.png.
 """
 
-import math
-
 from digits import paths
 from digits.cli import log, run_stage
 from digits.files import write_csv, write_json
@@ -27,13 +25,8 @@ def main(params: Params) -> None:
     model = load_model(paths.MODEL)
     val_x, val_y = load_split(paths.prepared("val"))
     val_probs = served_probs(model, val_x)
-    temperature = confidence.fit_temperature(val_probs, val_y)
-    val = confidence.calibrate(val_probs, temperature)
-    digit_threshold, threshold = confidence.choose_thresholds(val, p.false_rejection, p.unsure)
-    # Rounded down to 6 decimals: rounding up would reject the digits that sit on a threshold.
-    calibration = confidence.Calibration(
-        temperature, floor6(threshold), p.unsure_mass, floor6(digit_threshold)
-    )
+    calibration = confidence.fit_calibration(val_probs, val_y, p.false_rejection, p.unsure, p.unsure_mass)
+    val = calibration.apply(val_probs)
     write_json(paths.CALIBRATION, calibration.as_dict())
 
     negatives, _ = load_split(paths.negatives("val"))
@@ -73,15 +66,11 @@ def main(params: Params) -> None:
         write_csv(paths.RELIABILITY / f"{name}.csv", rows)
     save_reliability(paths.RELIABILITY_PICTURE, curves, p.bins)
     log(
-        f"calibrate: temperature {temperature:.3f}, thresholds {digit_threshold:.4f} on the probability of "
-        f"any digit, {threshold:.4f} on the top one (val digits rejected "
+        f"calibrate: temperature {calibration.temperature:.3f}, thresholds {calibration.digit_threshold:.4f} "
+        f"on the probability of any digit, {calibration.threshold:.4f} on the top one (val digits rejected "
         f"{metrics['val_false_rejection']:.2%}, val non-digits {metrics['val_negatives_rejected']:.2%}); "
         f"test ECE {metrics['test_before']['ece']:.4f} -> {metrics['test_after']['ece']:.4f}"
     )
-
-
-def floor6(x: float) -> float:
-    return math.floor(x * 1e6) / 1e6
 
 
 if __name__ == "__main__":

@@ -78,11 +78,9 @@ def main(params: Params) -> None:
     rows = [{"set": name, **{k: m.get(k) for k in columns}} for name, m in sets.items()]
     write_csv(paths.OPENSET_REPORT, rows)
     scores = {"MNIST test": mnist.scores, **{name: j.scores for name, j in judged.items()}}
-    if calibration.digit_threshold:
-        line, what = calibration.digit_threshold, "calibrated probability of any digit"
-    else:
-        line, what = calibration.threshold, "calibrated top probability"
-    save_score_histograms(paths.OPENSET_SCORES, scores | {"font digits": fonts.scores}, line, what)
+    save_score_histograms(
+        paths.OPENSET_SCORES, scores | {"font digits": fonts.scores}, *calibration.score_threshold()
+    )
     for row in rows:
         log(f"openset: {row['set']:<22} rejected {row['rejected']:.2%}")
 

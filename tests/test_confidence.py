@@ -13,6 +13,7 @@ from digits.confidence import (
     choose_threshold,
     choose_thresholds,
     ece,
+    fit_calibration,
     fit_temperature,
     fpr_at_tpr,
     nll,
@@ -154,3 +155,20 @@ def test_calibration_round_trips_through_a_dict() -> None:
     assert Calibration.from_dict(rule.as_dict()) == rule
     # An older bundle's calibration, without the "not a digit" step, still loads: the step is off.
     assert Calibration.from_dict({"temperature": 0.5, "threshold": 0.7}).digit_threshold == 0
+
+
+def test_fit_calibration_rejects_the_share_asked_with_thresholds_rounded_down() -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 10, 2000)
+    eleven = softmax(rng.normal(size=(2000, 11)) * 3 + np.eye(11)[labels] * 6)
+    rule = fit_calibration(eleven[:, :10], labels, 0.04, 0.01, 0.8)
+    assert rule.unsure_mass == 0.8 and rule.temperature == fit_temperature(eleven[:, :10], labels)
+    assert rule.threshold == round(rule.threshold, 6) and 0 < rule.digit_threshold == round(
+        rule.digit_threshold, 6
+    )
+    assert (1 - rule.decide(rule.apply(eleven[:, :10]))[0].mean()) == pytest.approx(0.04, abs=0.001)
+
+
+def test_score_threshold_names_what_the_score_measures() -> None:
+    assert Calibration(1.0, 0.7, 0.8, 0.5).score_threshold() == (0.5, "calibrated probability of any digit")
+    assert Calibration(1.0, 0.7).score_threshold() == (0.7, "calibrated top probability")
