@@ -4,6 +4,7 @@ and fixed strokes plus the rejection metadata for the calibrated fixture bundle.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -145,3 +146,8 @@ def file_server(routes: dict[str, tuple[bytes, int]]) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def sha(path: Path) -> str:
+    """A file's sha256, short: enough to tell two files apart in a test."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]

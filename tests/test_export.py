@@ -7,13 +7,12 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ROOT, serve
+from helpers import ROOT, serve, sha
 
 from digits import DigitsError
 from digits.export import (
@@ -30,11 +29,6 @@ from digits.idx import read_idx
 from digits.params import ExportParams, ModelParams
 from digits.runtime import LiteRTPredictor, model_file, probe_images
 from digits.serve import create_app, main
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
 
 # --- the export ---------------------------------------------------------------------------------------
 

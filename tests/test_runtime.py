@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import sha
 
 from digits import DigitsError
 from digits.export import export_bundle
@@ -25,10 +26,6 @@ def float_bundle(small_model_path, tmp_path_factory) -> Path:
 def copy_bundle(bundle: Path, to: Path) -> Path:
     shutil.copytree(bundle, to)
     return to
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 # --- the predictors -----------------------------------------------------------------------------------
