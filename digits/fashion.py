@@ -10,48 +10,40 @@ published sha256.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from digits.fetch import (
-    TEST_IMAGES,
-    TEST_LABELS,
-    Attempt,
-    Dataset,
-    fetch_first,
-    local_attempt,
-    mirror_attempts,
-)
+from digits.fetch import Dataset, fetch_first
 from digits.params import FashionParams
+from digits.sources.base import TEST_IMAGES, TEST_LABELS, Attempt
+from digits.sources.local import local_attempt
+from digits.sources.mirror import mirror_attempts
 
 # sha256 of the uncompressed IDX files as published (header included): 10,000 pictures, 1,000 per class.
 FASHION_SHA256 = {
     TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-ADVICE = (
-    "Check the network, or install Debian's dataset-fashion-mnist (it fills fashion.local_dir's default), "
-    "or point fashion.local_dir in params.yaml at a directory holding the two files."
+FASHION = Dataset(
+    name="Fashion-MNIST",
+    key="fashion_mnist",
+    section="fashion",
+    sha256=FASHION_SHA256,
+    advice=(
+        "Check the network, or install Debian's dataset-fashion-mnist (it fills fashion.local_dir's "
+        "default), or point fashion.local_dir in params.yaml at a directory holding the two files."
+    ),
 )
 
 
-def fetch_fashion(
-    params: FashionParams, out_dir: str | Path, *, expected: Mapping[str, str] = FASHION_SHA256
-) -> dict[str, Any]:
-    """Fill `out_dir` with the two test files and manifest.json from the first source that verifies.
-
-    `expected` exists so tests can run the strict mirrors against tiny fixtures; real runs keep the default.
-    """
-    dataset = Dataset(
-        name="Fashion-MNIST", key="fashion_mnist", section="fashion", sha256=expected, advice=ADVICE
-    )
-    return fetch_first(dataset, plan(params), out_dir)
+def fetch_fashion(params: FashionParams, out_dir: str | Path) -> dict[str, Any]:
+    """Fill `out_dir` with the two test files and manifest.json from the first source that verifies."""
+    return fetch_first(FASHION, plan(params), out_dir)
 
 
 def plan(params: FashionParams) -> list[Attempt]:
     """The attempts `fetch_fashion` makes, in `params.sources` order, each mirror an attempt of its own."""
-    files = tuple(FASHION_SHA256)
+    files = FASHION.files
     attempts: list[Attempt] = []
     for source in params.sources:
         if source == "local":

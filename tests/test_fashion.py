@@ -1,6 +1,7 @@
 """The fashion stage's sources, against local fixtures only: the tiny Fashion-MNIST fixture as a local
 directory and served by a loopback HTTP mirror. Never Debian's package (a fresh machine lacks it) nor the
-internet. The strict mirrors need `expected` set to the fixture's hashes, unless a mismatch is the point.
+internet. The strict mirrors need the fixture's hashes patched in as the published ones (tiny_is_fashion),
+unless a mismatch is the point.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ import yaml
 from helpers import file_server, free_port
 from pipeline_repo import TINY_FASHION_DIR, make_tiny_repo, run, run_stage_script
 
-from digits.fashion import FASHION_SHA256, fetch_fashion, plan
+import digits.fashion
+from digits.fashion import FASHION, FASHION_SHA256, fetch_fashion, plan
 from digits.fetch import MANIFEST, TEST_IMAGES, TEST_LABELS, FetchError
 from digits.idx import idx_bytes, read_idx, write_idx
 from digits.params import FashionParams
@@ -30,6 +33,12 @@ EXPECTED = {name: hashlib.sha256(idx_bytes(a)).hexdigest() for name, a in ARRAYS
 
 def params(**kwargs) -> FashionParams:
     return FashionParams(**{"timeout": 5.0, **kwargs})
+
+
+@pytest.fixture
+def tiny_is_fashion(monkeypatch):
+    """The fixture's sha256 as Fashion-MNIST's published ones: the strict mirrors then accept it."""
+    monkeypatch.setattr(digits.fashion, "FASHION", replace(FASHION, sha256=EXPECTED))
 
 
 def assert_fetched(out_dir: Path) -> dict:
@@ -69,9 +78,9 @@ def test_local_dir_is_not_strict_and_records_the_match(tmp_path):
     assert_no_leftovers(tmp_path / "data", {"fashion"})
 
 
-def test_local_dir_with_the_published_hashes_is_fashion_mnist(tmp_path):
+def test_local_dir_with_the_published_hashes_is_fashion_mnist(tmp_path, tiny_is_fashion):
     p = params(sources=["local"], local_dir=str(TINY_FASHION_DIR))
-    manifest = fetch_fashion(p, tmp_path / "fashion", expected=EXPECTED)
+    manifest = fetch_fashion(p, tmp_path / "fashion")
     assert manifest["is_fashion_mnist"] is True
     assert all(f["fashion_mnist_sha256_match"] for f in manifest["files"].values())
 
@@ -86,12 +95,12 @@ def test_local_dir_reads_plain_files_and_ignores_the_training_ones(tmp_path):
     assert_fetched(tmp_path / "fashion")
 
 
-def test_local_dir_missing_a_file_falls_back_to_the_next_source(tmp_path, server):
+def test_local_dir_missing_a_file_falls_back_to_the_next_source(tmp_path, server, tiny_is_fashion):
     source = tmp_path / "idx"
     source.mkdir()
     shutil.copy(TINY_FASHION_DIR / f"{TEST_IMAGES}.gz", source)
     p = params(sources=["local", "mirrors"], local_dir=str(source), mirrors=[f"{server}/good/"])
-    manifest = fetch_fashion(p, tmp_path / "fashion", expected=EXPECTED)
+    manifest = fetch_fashion(p, tmp_path / "fashion")
     assert_fetched(tmp_path / "fashion")
     assert manifest["source"] == "mirrors" and manifest["is_fashion_mnist"] is True
     [failure] = manifest["failed_attempts"]
@@ -151,9 +160,9 @@ def server() -> Iterator[str]:
         yield url
 
 
-def test_good_mirror(tmp_path, server):
+def test_good_mirror(tmp_path, server, tiny_is_fashion):
     out = tmp_path / "data" / "fashion"
-    manifest = fetch_fashion(params(sources=["mirrors"], mirrors=[f"{server}/good/"]), out, expected=EXPECTED)
+    manifest = fetch_fashion(params(sources=["mirrors"], mirrors=[f"{server}/good/"]), out)
     assert assert_fetched(out) == manifest
     assert manifest["source"] == "mirrors" and manifest["details"] == {"url": f"{server}/good/"}
     assert manifest["is_fashion_mnist"] is True and manifest["failed_attempts"] == []
@@ -161,7 +170,7 @@ def test_good_mirror(tmp_path, server):
 
 
 def test_mirror_must_match_the_published_sha256(tmp_path, server):
-    # The real hashes (the default): the tiny files are well-formed but not the published ones.
+    # The real hashes (unpatched): the tiny files are well-formed but not the published ones.
     with pytest.raises(
         FetchError, match=rf"{TEST_IMAGES}: sha256 \w+… is not Fashion-MNIST's 5b4141f0afbad91e…"
     ):
@@ -179,10 +188,10 @@ def test_mirror_must_match_the_published_sha256(tmp_path, server):
         ("unreachable", "cannot connect"),
     ],
 )
-def test_bad_first_mirror_falls_back_to_the_next(tmp_path, server, kind, reason):
+def test_bad_first_mirror_falls_back_to_the_next(tmp_path, server, kind, reason, tiny_is_fashion):
     bad = f"http://127.0.0.1:{free_port()}/" if kind == "unreachable" else f"{server}/{kind}/"
     p = params(sources=["mirrors"], mirrors=[bad, f"{server}/good/"])
-    manifest = fetch_fashion(p, tmp_path / "fashion", expected=EXPECTED)
+    manifest = fetch_fashion(p, tmp_path / "fashion")
     assert_fetched(tmp_path / "fashion")
     assert manifest["where"] == f"{server}/good/"
     [failure] = manifest["failed_attempts"]
@@ -190,14 +199,16 @@ def test_bad_first_mirror_falls_back_to_the_next(tmp_path, server, kind, reason)
     assert_no_leftovers(tmp_path, {"fashion"})
 
 
-def test_all_failing_lists_every_attempt_and_keeps_the_previous_output(tmp_path, server, capsys):
+def test_all_failing_lists_every_attempt_and_keeps_the_previous_output(
+    tmp_path, server, capsys, tiny_is_fashion
+):
     out = tmp_path / "fashion"
     out.mkdir()
     (out / "previous").write_text("kept")
     mirrors = [f"{server}/missing/", f"{server}/short/", f"{server}/wrong/"]
     p = params(sources=["local", "mirrors"], local_dir=str(tmp_path / "nowhere"), mirrors=mirrors)
     with pytest.raises(FetchError) as info:
-        fetch_fashion(p, out, expected=EXPECTED)
+        fetch_fashion(p, out)
     message = str(info.value)
     assert message.startswith("no source gave usable Fashion-MNIST files; tried, in order:\n")
     for where, reason in zip(
