@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from helpers import ROOT
 from scipy import ndimage
 
 from digits.augment import augment, augment_copies, elastic_field, preview_indices, random_affine, warp
@@ -215,3 +220,44 @@ def test_noise_blur_and_thickness_do_what_they_say(digits: np.ndarray) -> None:
     ink = (digits > 127).sum(axis=(1, 2))
     new_ink = (thick > 127).sum(axis=(1, 2))
     assert (new_ink != ink).all() and (new_ink > ink).any() and (new_ink < ink).any()  # thicker or thinner
+
+
+# --- the same bytes on every CPU ----------------------------------------------------------------------
+
+# Augments 6,000 real digits with every effect on, and degrades every negatives family; prints a sha256.
+_DATA_STAGES = """
+import hashlib, numpy as np
+from digits.augment import augment_copies, degrade
+from digits.idx import read_idx
+from digits.negatives import FAMILIES, generate
+from digits.params import AugmentParams
+from digits.seeding import generator
+x = np.concatenate([read_idx("tests/fixtures/mnist-tiny/train-images-idx3-ubyte.gz")] * 5)
+p = AugmentParams(copies=2, elastic_alpha=20.0, noise=0.4, blur=0.7, thickness=1, effects_share=1.0)
+h = hashlib.sha256(augment_copies(x, p).tobytes())
+negatives = np.concatenate([generate(f, 100, generator(1, "test", f)) for f in FAMILIES])
+h.update(degrade(negatives, p, generator(1, "degrade")).tobytes())
+print(h.hexdigest())
+"""
+# What another CPU would pick: OpenBLAS's Haswell kernels, and numpy without its AVX-512 loops.
+_OTHER_CPU = {
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR",
+}
+
+
+def test_data_stages_give_the_same_bytes_whatever_the_cpu_kernels() -> None:
+    def digest(extra: dict[str, str]) -> str:
+        env = {**os.environ, **extra}
+        result = subprocess.run(
+            [sys.executable, "-c", _DATA_STAGES],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert digest({}) == digest(_OTHER_CPU)
