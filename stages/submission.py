@@ -8,10 +8,11 @@ its header, so the stage always has its output.
 from digits import paths
 from digits.cli import log, run_stage
 from digits.params import Params
+from digits.sources.kaggle import KAGGLE_TEST_IMAGES
 from digits.submission import write_submission
 
 RAW = paths.RAW
-KAGGLE_TEST = RAW / "kaggle-test-images-idx3-ubyte"
+KAGGLE_TEST = RAW / KAGGLE_TEST_IMAGES
 OUT = paths.SUBMISSION
 
 
