@@ -297,7 +297,7 @@ def test_workers_get_a_listening_socket_marked_tcp(monkeypatch):
     # leaves Nagle on and costs each keep-alive response a ~40 ms delayed ACK (Kludex/uvicorn#3149).
     import uvicorn.supervisors
 
-    from digits.serve import _run_workers
+    from digits.serve.server import _run_workers
 
     seen = []
 

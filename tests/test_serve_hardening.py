@@ -14,6 +14,7 @@ from PIL import Image
 
 import digits.serve
 import digits.serve.inputs
+import digits.serve.server
 from digits import DigitsError
 from digits.runtime import Predictor
 from digits.serve import (
@@ -241,4 +242,4 @@ def test_workers_that_fail_to_start_make_the_cli_exit_non_zero(monkeypatch):
 
     monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
     # (Not capsys: uvicorn.Config points logging at the sys.stderr of the moment, which capsys closes.)
-    assert digits.serve._run_workers(2, {"host": "127.0.0.1", "port": 0, "access_log": False}) == 1
+    assert digits.serve.server._run_workers(2, {"host": "127.0.0.1", "port": 0, "access_log": False}) == 1

@@ -54,7 +54,6 @@ from digits.serve.server import (
     LOOPBACK_HOSTS,
     OPTIONS_ENV,
     HeaderTimeoutProtocol,
-    _run_workers,
     app_from_env,
     main,
 )
@@ -89,7 +88,6 @@ __all__ = [
     "Prediction",
     "Problem",
     "Result",
-    "_run_workers",
     "app_from_env",
     "create_app",
     "decode_data_url",
