@@ -4,8 +4,7 @@ Reads models/model.keras, models/members/seed-<s>.keras and data/prepared/{val,t
 metrics/ensemble.json (the number of models and, with members, the ensemble's test accuracy) and
 plots/ensemble/ (evaluate's plots for the ensemble, and members.csv: every model's and the ensemble's
 accuracy). With no seeds the ensemble is the main model alone: its plots equal evaluate's. With
-`evaluate.tta`, every model and the ensemble are also scored with test-time augmentation (tta_* column and
-metric).
+`evaluate.tta`, every model and the ensemble are also scored with test-time augmentation (tta_* column).
 """
 
 from functools import partial
@@ -64,8 +63,6 @@ def main(params: Params) -> None:
     metrics = {"members": len(models)}
     if len(models) > 1:
         metrics["ensemble_accuracy"] = summary["accuracy"]
-        if tta:
-            metrics["ensemble_tta_accuracy"] = summary["tta_accuracy"]
     write_json(paths.metrics("ensemble"), metrics)
     log(
         f"ensemble: {len(models)} models, test accuracy {summary['accuracy']:.4%} "

@@ -31,7 +31,7 @@ def test_repro_writes_every_output(repo: Path) -> None:
 
 def test_metrics_are_sane(repo: Path) -> None:
     train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["epochs_run"] == 3 and 1 <= train["best_epoch"] <= 3
+    assert train["epochs_run"] == 3
     assert train["train_seconds"] > 0 and 0 < train["best_val_accuracy"] <= 1
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     # 540 real digits and 3 epochs of a tiny CNN: far above chance (10%), far from MNIST-grade.
@@ -51,9 +51,9 @@ def test_metrics_are_sane(repo: Path) -> None:
 
 # The headline numbers users compare across experiments; the detailed reports are plots/ files.
 HEADLINE = {
-    "metrics/train.json": {"best_val_accuracy", "best_epoch", "epochs_run", "train_seconds"},
+    "metrics/train.json": {"best_val_accuracy", "epochs_run", "train_seconds"},
     "metrics/evaluate.json": {"accuracy", "errors"},
-    "metrics/calibrate.json": {"ece", "ece_uncalibrated"},
+    "metrics/calibrate.json": {"ece"},
     "metrics/openset.json": {"mnist_rejected", "fashion_rejected", "fashion_auroc", "heldout_rejected"},
     "metrics/robustness.json": {"mean_corrupted", "corruptions.gaussian_noise"},
     "metrics/export.json": {"int8", "int8_changed"},
@@ -84,10 +84,10 @@ def test_calibration_and_openset_reports(repo: Path) -> None:
     # The tiny model trained with non-digits: an 11th class, so both steps of the rejection rule are on.
     assert calibration["temperature"] > 0 and 0 < calibration["digit_threshold"] <= 1
     calibrate = json.loads((repo / "metrics/calibrate.json").read_text())
-    assert set(calibrate) == {"ece", "ece_uncalibrated"}
+    assert set(calibrate) == {"ece"}
     report = {r["set"]: r for r in csv.DictReader((repo / "plots/calibration.csv").open())}
     before, after = report["test, uncalibrated"], report["test, calibrated"]
-    assert (float(before["ece"]), float(after["ece"])) == (calibrate["ece_uncalibrated"], calibrate["ece"])
+    assert float(after["ece"]) == calibrate["ece"] and float(before["ece"]) > 0
     # Temperature scaling minimises the validation NLL; on the test digits it may not win, but it is close.
     assert float(after["nll"]) <= float(before["nll"]) * 1.2
     assert 0 <= float(report["val digits"]["rejected"]) <= 0.004 + 1 / 60  # 60 validation digits
