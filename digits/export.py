@@ -32,11 +32,19 @@ from digits import DigitsError
 from digits.confidence import Calibration
 from digits.files import atomic_path
 from digits.params import ExportParams
-from digits.runtime import BUNDLE_INT8, BUNDLE_META, BUNDLE_MODEL, LiteRTPredictor, Predictor, probe_images
+from digits.runtime import (
+    BUNDLE_INT8,
+    BUNDLE_META,
+    BUNDLE_MODEL,
+    FORMATS,
+    LiteRTPredictor,
+    Predictor,
+    probe_images,
+)
 from digits.shapes import NUM_CLASSES, to_model_input
 
 TOLERANCE = 1e-4  # largest |probability difference| from Keras that the float32 export may have
-FORMAT = 2  # of model.json; 1 had one file and its probe outputs at the top level
+FORMAT = FORMATS[-1]  # of model.json; 1 had one file and its probe outputs at the top level
 CHUNK = 256  # test digits per LiteRT call: the whole split at once would need ~1 GB of activations
 
 Accept = Callable[[np.ndarray], np.ndarray]  # (n, 10) probabilities -> (n,) bool: answered, not rejected

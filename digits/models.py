@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def load_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise DigitsError(f"{path}: no model file; run `dvc repro` (or `dvc pull`) first")
+    if not zipfile.is_zipfile(path):  # else Keras says "File not found" of a file that is there
+        raise DigitsError(f"{path}: not a Keras model: a .keras file is a zip archive and this is none")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types (ValueError, zipfile/h5 errors) for a bad file

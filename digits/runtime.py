@@ -37,6 +37,7 @@ from digits.shapes import NUM_CLASSES, SIDE
 SUFFIXES = (".tflite", ".keras")
 # The serving bundle's files.
 BUNDLE_MODEL, BUNDLE_INT8, BUNDLE_META = "model.tflite", "model_int8.tflite", "model.json"
+FORMATS = (1, 2)  # of model.json that this server reads (digits.export writes the last)
 PRECISIONS = ("auto", "int8", "float32")  # auto: int8 where the bundle's parity check passed
 PROBES = 64  # synthetic pictures whose outputs the bundle records
 # Largest |probability difference| from a file's recorded probe outputs. The int8 kernels are integer
@@ -267,16 +268,25 @@ def _bundle_probes(path: Path, data: bytes) -> np.ndarray | None:
     """With a model.json beside the file: check the file against its entry there, return its probe outputs."""
     meta_path = path.parent / BUNDLE_META
     if not meta_path.is_file():
+        log(
+            f"warning: {path} has no {BUNDLE_META} beside it: its sha256 and answers go unchecked and the "
+            "default calibration is used (serve the export's folder, models/serving/, to have both)"
+        )
         return None
     try:
         meta = json.loads(meta_path.read_text())
+        if meta.get("format", 1) not in FORMATS:
+            raise DigitsError(
+                f"{meta_path}: format {meta.get('format')!r}, not one this server reads "
+                f"({', '.join(map(str, FORMATS))}); {_BUNDLE_FIX}"
+            )
         entry = meta["files"][path.name]
         expected = entry["sha256"]
         # Format 1 (one file) kept its probe outputs at the top level.
         recorded = entry["probes"] if meta.get("format", 1) >= 2 else meta["probes"]["probabilities"]
         probes = np.asarray(recorded, dtype=np.float32)
         classes = int(meta["classes"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise DigitsError(
             f"{meta_path}: not serving bundle metadata for {path.name} ({type(e).__name__}: {e})"
         ) from None

@@ -187,6 +187,22 @@ def test_a_format_1_bundle_still_serves(float_bundle, tmp_path):
     assert load_predictor(old).sha == sha(old / "model.tflite")
 
 
+def test_an_unknown_bundle_format_is_refused(float_bundle, tmp_path):
+    newer = copy_bundle(float_bundle, tmp_path / "newer")
+    meta = json.loads((newer / "model.json").read_text())
+    (newer / "model.json").write_text(json.dumps({**meta, "format": 99}))
+    with pytest.raises(DigitsError, match=r"model.json: format 99, not one this server reads \(1, 2\)"):
+        load_predictor(newer)
+
+
+def test_a_tflite_without_model_json_is_served_with_a_warning(tflite_path, tmp_path, capsys):
+    alone = tmp_path / "model.tflite"
+    alone.write_bytes(tflite_path.read_bytes())
+    load_predictor(alone)
+    err = capsys.readouterr().err
+    assert f"warning: {alone} has no model.json beside it" in err and "default calibration" in err
+
+
 def test_bad_model_files_are_clear_errors(tmp_path):
     garbage = tmp_path / "model.tflite"
     garbage.write_bytes(b"not a flatbuffer")

@@ -154,6 +154,59 @@ def test_allowed_hosts(small_model_path, predictor):
         assert "Host 'evil.example.com' is not served here" in _detail(r, 400)
 
 
+def test_host_names_are_compared_in_any_case(small_model_path, predictor):
+    limits = Limits(allowed_hosts=["Digits.Example.org"])
+    app = create_app(small_model_path, predictor=predictor, limits=limits)
+    with TestClient(app, base_url="http://DIGITS.example.ORG") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"host": "digits.example.org:8000"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/ready", "/static/app.js", "/openapi.json"])
+def test_head_is_answered_wherever_get_is(client, path):
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/jsonfoo", "application/json-seq", "multipart/form-datax; boundary=a"]
+)
+def test_content_types_are_matched_exactly_not_by_prefix(client, content_type):
+    for path in ("/api/predict", "/api/predict/batch"):
+        r = client.post(path, content=b'{"pixels": []}', headers={"content-type": content_type})
+        assert f"content type {content_type.partition(';')[0]!r}" in _detail(r, 415)
+
+
+def test_media_type_parameters_and_case_are_allowed(client):
+    body = json.dumps({"pixels": DIGIT.tolist()}).encode()
+    r = client.post("/api/predict", content=body, headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_closes(client):
+    sent = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-length", b"4"), (b"transfer-encoding", b"chunked")],
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(client.app, scope, receive, send)
+    assert sent[0]["status"] == 400 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"Content-Length and Transfer-Encoding together" in sent[1]["body"]
+
+
 def test_no_redirect_names_the_request_host(client):
     r = client.get("/static", headers={"host": "evil.example.com"}, follow_redirects=False)
     assert r.status_code == 404 and "location" not in r.headers

@@ -5,6 +5,7 @@ most `decode_slots` threads at once into the 28x28 model inputs (digits.mnistify
 import base64
 import binascii
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from starlette.datastructures import UploadFile
 from digits.mnistify import BadInput, decode_image, mnistify, open_image, prepare_pixels
 from digits.serve.limits import Limits
 from digits.serve.middleware import DISCONNECTED
-from digits.serve.schema import Batch, Item
+from digits.serve.schema import DATA_URL_HEADER, Batch, Item
 
 
 class ClientGone(Exception):
@@ -30,7 +31,7 @@ def decode_data_url(text: str) -> bytes:
     """`data:image/png;base64,....` (or bare base64) -> the image bytes."""
     if text.startswith("data:"):
         header, sep, text = text.partition(",")
-        if not sep or not header.endswith(";base64"):
+        if not sep or not re.fullmatch(DATA_URL_HEADER, header):
             raise BadInput("image must be a base64 data URL (data:image/png;base64,...)")
     try:
         data = base64.b64decode(text, validate=True)
@@ -55,19 +56,20 @@ async def _parse_json(request: Request, model: type[BaseModel]) -> Any:
 
 
 def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").lower()
+    """The media type alone, lower case: `Application/JSON; charset=utf-8` -> `application/json`."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 async def read_item(request: Request) -> bytes | Item:
     """The one picture of /api/predict: the uploaded file's bytes (multipart) or a JSON Item."""
     content_type = _content_type(request)
-    if content_type.startswith("multipart/form-data"):
+    if content_type == "multipart/form-data":
         async with request.form() as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise BadInput("multipart upload needs the image in a file field named `file`")
             return await upload.read()
-    if content_type.startswith("application/json"):
+    if content_type == "application/json":
         return await _parse_json(request, Item)
     raise HTTPException(
         415,
@@ -79,7 +81,7 @@ async def read_item(request: Request) -> bytes | Item:
 async def read_batch(request: Request) -> Batch:
     """The body of /api/predict/batch: JSON only."""
     content_type = _content_type(request)
-    if not content_type.startswith("application/json"):
+    if content_type != "application/json":
         raise HTTPException(415, f'content type {content_type or "(none)"!r}: send JSON {{"items": [...]}}')
     return await _parse_json(request, Batch)
 

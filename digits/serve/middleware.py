@@ -5,10 +5,12 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
+from fastapi.responses import JSONResponse
 
 from digits.serve.schema import problem
 
 DISCONNECTED = "digits.disconnected"  # scope key: a threading.Event set when the client has gone
+CLOSE = {"connection": "close"}  # with a refusal: do not read the rest of that body as the next request
 
 
 class LimitBody:
@@ -26,13 +28,10 @@ class LimitBody:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        close = {"connection": "close"}  # do not read the rest of a body we refused
-        too_big = problem(413, f"request body is larger than the limit of {self.max_bytes} bytes", close)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit():
-            return await problem(400, "bad Content-Length header")(scope, receive, send)
-        if int(length) > self.max_bytes:
-            return await too_big(scope, receive, send)
+        too_big = problem(413, f"request body is larger than the limit of {self.max_bytes} bytes", CLOSE)
+        refused = self._framing(dict(scope["headers"]))
+        if refused is not None:
+            return await refused(scope, receive, send)
         body, more = bytearray(), True
         with anyio.move_on_after(self.timeout) as deadline:
             while more:
@@ -45,7 +44,7 @@ class LimitBody:
                     return await too_big(scope, receive, send)
         if deadline.cancelled_caught:
             late = f"the request body did not arrive within {self.timeout:g} s ({len(body)} bytes came)"
-            return await problem(408, late, close)(scope, receive, send)
+            return await problem(408, late, CLOSE)(scope, receive, send)
 
         gone, gone_async = threading.Event(), anyio.Event()
         scope[DISCONNECTED] = gone
@@ -70,11 +69,24 @@ class LimitBody:
             await self.app(scope, replay, send)
             tasks.cancel_scope.cancel()
 
+    def _framing(self, headers: dict[bytes, bytes]) -> JSONResponse | None:
+        """The answer for a body framed wrongly or declared too big; None when it may be read."""
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            # Two framings: a proxy in front may read the body by the other one (request smuggling), so
+            # refuse, and close the connection rather than read what follows as another request.
+            return problem(400, "Content-Length and Transfer-Encoding together: send one", CLOSE)
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit():
+            return problem(400, "bad Content-Length header")
+        if int(length) > self.max_bytes:
+            return problem(413, f"request body is larger than the limit of {self.max_bytes} bytes", CLOSE)
+        return None
+
 
 class Guard:
-    """ASGI middleware: only the allowed Host headers (no answer for a name an attacker points at us), and
-    security headers on every response: no MIME sniffing, no framing, and a strict CSP except on /docs
-    (Swagger UI loads its script from a CDN)."""
+    """ASGI middleware: only the allowed Host headers (no answer for a name an attacker points at us),
+    security headers on every response (no MIME sniffing, no framing, and a strict CSP except on /docs:
+    Swagger UI loads its script from a CDN), and HEAD answered wherever GET is."""
 
     PAGE_CSP = (
         "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
@@ -83,12 +95,13 @@ class Guard:
 
     def __init__(self, app: Callable[..., Awaitable[None]], allowed_hosts: Sequence[str] | None) -> None:
         self.app = app
-        self.allowed = None if allowed_hosts is None or "*" in allowed_hosts else set(allowed_hosts)
+        any_host = allowed_hosts is None or "*" in allowed_hosts
+        self.allowed = None if any_host else {h.lower() for h in allowed_hosts}  # names are case-blind
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        host = host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        host = host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1")).lower()
         if self.allowed is not None and host not in self.allowed:
             allowed = ", ".join(sorted(self.allowed))
             message = f"Host {host!r} is not served here; allowed: {allowed} (digits.serve --allowed-hosts)"
@@ -101,9 +114,15 @@ class Guard:
             (b"content-security-policy", b"frame-ancestors 'none'" if docs else self.PAGE_CSP.encode()),
         ]
 
+        head = scope["method"] == "HEAD"  # answered as GET would be, headers only (RFC 9110 9.3.2)
+        if head:
+            scope = {**scope, "method": "GET"}
+
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *extra]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

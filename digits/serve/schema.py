@@ -19,6 +19,10 @@ EXAMPLE_IMAGE = (
 )
 EXAMPLE_PIXELS = [[255 if 4 <= r < 24 and 13 <= c < 16 else 0 for c in range(28)] for r in range(28)]
 _NUMBER = {"type": "number", "minimum": 0, "maximum": 255}
+# What digits.serve.inputs.decode_data_url accepts, said once for it and the schema: the data URL's header,
+# and base64 in whole, padded quartets (what base64.b64decode(validate=True) decodes).
+DATA_URL_HEADER = r"data:[-\w.+]+/[-\w.+]+;base64"
+BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)"
 _ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.mnistify checks the rest
     "type": "object",
     "additionalProperties": False,
@@ -27,7 +31,7 @@ _ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.mnistify 
             "type": "string",
             "description": "a PNG/JPEG/... file as a base64 data URL (data:image/png;base64,...) or bare "
             f"base64; at most {MAX_PIXELS} pixels",
-            "pattern": r"^(data:[-\w.+]+/[-\w.+]+;base64,)?[A-Za-z0-9+/]+={0,2}$",
+            "pattern": f"^({DATA_URL_HEADER},)?{BASE64}$",
             "examples": [EXAMPLE_IMAGE],
         },
         "pixels": {
