@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from digits import DigitsError
 from digits.idx import read_idx
 from digits.serve import MAX_BODY, MAX_ITEMS, Limits, create_app, main
+from digits.serve import inputs as serve_inputs
 
 
 def _never_500(response) -> None:
@@ -159,6 +161,13 @@ def test_batch_at_the_item_limit_is_accepted(client, digits):
 # --- every error path: 4xx with a specific message, never 500 ------------------------------------------
 
 
+PREDICT, BATCH = "/api/predict", "/api/predict/batch"
+
+
+def _post_json(client: TestClient, path: str, body: bytes):
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
 def _detail(response, status: int) -> str:
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
@@ -254,7 +263,29 @@ def test_unsupported_content_type_is_415(client):
 def test_too_many_batch_items_is_413(client):
     items = [{"pixels": [1.0] * 784}] * (MAX_ITEMS + 1)
     r = client.post("/api/predict/batch", json={"items": items})
-    assert f"too many items: {MAX_ITEMS + 1}, at most {MAX_ITEMS}" in _detail(r, 413)
+    assert f"too many items: {MAX_ITEMS + 1} objects, at most {MAX_ITEMS}" in _detail(r, 413)
+
+
+def _not_parsed(body: bytes) -> None:
+    raise AssertionError("the body was parsed")
+
+
+NOT_PARSED = SimpleNamespace(loads=_not_parsed)
+
+
+def test_a_body_of_empty_items_is_refused_before_it_is_parsed(client, monkeypatch):
+    body = b'{"items": [' + b",".join([b"{}"] * 699_000) + b"]}"  # 2 MiB
+    monkeypatch.setattr(serve_inputs, "json", NOT_PARSED)
+    assert "too many items: 699000 objects, at most 256" in _detail(_post_json(client, BATCH, body), 413)
+
+
+def test_too_many_numbers_are_refused_before_they_are_parsed(client, monkeypatch):
+    monkeypatch.setattr(serve_inputs, "json", NOT_PARSED)
+    single = b'{"pixels": [' + b",".join([b"0"] * 1000) + b"]}"
+    r = _post_json(client, PREDICT, single)
+    assert "too many values: more than 786 in all (1 x 784 at most)" in _detail(r, 413)
+    batch = b'{"items": [{"pixels": [' + b",".join([b"0"] * 300_000) + b"]}]}"
+    assert "too many values" in _detail(_post_json(client, BATCH, batch), 413)
 
 
 def test_bad_batch_item_names_its_index(client, digits):

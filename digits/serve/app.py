@@ -84,6 +84,7 @@ def create_app(
     app.router.redirect_slashes = False  # its redirects name the request's Host: no redirect at all
     app.state.predictor = predictor  # ready at once if given (the lifespan sets it anyway)
     app.state.calibration, app.state.calibration_source = in_use, source
+    app.state.limits = limits
     app.add_middleware(LimitBody, max_bytes=limits.max_body, timeout=limits.body_timeout)
     app.add_middleware(Guard, allowed_hosts=limits.allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -221,9 +222,7 @@ def _add_batch_route(app: FastAPI, prepare: Inputs, calibration: Calibration, li
         batch: Annotated[Batch, Depends(read_batch)],
         model: Annotated[Predictor, Depends(get_predictor)],
     ) -> JSONResponse:
-        if len(batch.items) > max_items:
-            raise HTTPException(413, f"too many items: {len(batch.items)}, at most {max_items} per request")
-        if not batch.items:
+        if not batch.items:  # too many were refused before parsing (read_batch)
             raise BadInput("items is empty: send at least one picture")
         probabilities = model(prepare(request, batch.items, lambda i: f"items[{i}]: "))
         return JSONResponse({"results": _results(probabilities, calibration), "model": model.sha})

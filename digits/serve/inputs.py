@@ -21,6 +21,7 @@ from digits.mnistify import BadInput, decode_image, mnistify, open_image, prepar
 from digits.serve.limits import Limits
 from digits.serve.middleware import DISCONNECTED
 from digits.serve.schema import DATA_URL_HEADER, Batch, Item
+from digits.shapes import SIDE
 
 
 class ClientGone(Exception):
@@ -42,11 +43,28 @@ def decode_data_url(text: str) -> bytes:
     return data
 
 
-async def _parse_json(request: Request, model: type[BaseModel]) -> Any:
+def check_size(body: bytes, max_items: int) -> None:
+    """Refuse (413) a JSON body that cannot be at most `max_items` pictures, before it is parsed into objects
+    (a 2 MiB body of `{}`s is 700,000 of them: seconds of CPU and hundreds of MiB).
+
+    Counting bytes bounds it from above: every item is an object, so one `{` (besides the body's own), and
+    every picture at most 784 numbers, so 783 commas, plus one between items and one in a data URL.
+    """
+    objects = body.count(b"{") - 1
+    if objects > max_items:
+        raise HTTPException(413, f"too many items: {objects} objects, at most {max_items} per request")
+    most = max_items * (SIDE * SIDE + 2)
+    if body.count(b",") > most:
+        raise HTTPException(413, f"too many values: more than {most} in all ({max_items} x 784 at most)")
+
+
+async def _parse_json(request: Request, model: type[BaseModel], max_items: int) -> Any:
+    raw = await request.body()
+    check_size(raw, max_items)
     try:
         # ValueError covers JSONDecodeError, invalid UTF-8 (UnicodeDecodeError) and integer literals
         # past Python's 4,300-digit conversion limit; RecursionError, nesting deeper than the stack.
-        body = json.loads(await request.body())
+        body = json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise HTTPException(400, f"body is not valid JSON: {e}") from None
     try:
@@ -70,7 +88,7 @@ async def read_item(request: Request) -> bytes | Item:
                 raise BadInput("multipart upload needs the image in a file field named `file`")
             return await upload.read()
     if content_type == "application/json":
-        return await _parse_json(request, Item)
+        return await _parse_json(request, Item, 1)
     raise HTTPException(
         415,
         f"content type {content_type or '(none)'!r}: send the image as multipart/form-data (field "
@@ -83,7 +101,7 @@ async def read_batch(request: Request) -> Batch:
     content_type = _content_type(request)
     if content_type != "application/json":
         raise HTTPException(415, f'content type {content_type or "(none)"!r}: send JSON {{"items": [...]}}')
-    return await _parse_json(request, Batch)
+    return await _parse_json(request, Batch, request.app.state.limits.max_items)
 
 
 class Inputs:
