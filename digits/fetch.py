@@ -35,10 +35,7 @@ from digits import DigitsError, log
 from digits.idx import MANIFEST, idx_bytes
 from digits.params import FetchParams
 from digits.sources.base import (
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
+    MNIST_SHA256,
     Arrays,
     Attempt,
     FetchError,
@@ -47,14 +44,6 @@ from digits.sources.kaggle import kaggle_attempt
 from digits.sources.local import local_attempt
 from digits.sources.mirror import mirror_attempts
 from digits.sources.wheel import pip_attempt
-
-# sha256 of the uncompressed IDX files as published (header included).
-MNIST_SHA256 = {
-    TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
 
 
 @dataclass(frozen=True)

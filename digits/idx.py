@@ -77,7 +77,7 @@ def read_fetched(raw_dir: str | Path, name: str) -> np.ndarray:
     """
     raw_dir = Path(raw_dir)
     path, manifest = raw_dir / name, raw_dir / MANIFEST
-    fix = "fetch it again with `dvc repro -f fetch` (which also replaces a damaged copy in DVC's cache)"
+    fix = "`dvc repro verify` says how to repair it"
     try:
         expected = json.loads(manifest.read_text())["files"][name]["sha256"]
     except FileNotFoundError:

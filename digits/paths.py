@@ -12,6 +12,7 @@ from pathlib import Path
 SPLITS = ("train", "val", "test")
 
 RAW = Path("data/raw")  # fetch: the four MNIST IDX files (+ Kaggle's) and manifest.json
+VERIFIED = Path("data/verified.json")  # verify: data/raw's sha256, checked on every run
 FASHION = Path("data/fashion")  # fashion: Fashion-MNIST's test set
 PREPARED = Path("data/prepared")  # preprocess: {train,val,test}.npz and summary.json
 AUGMENTED = Path("data/augmented/train.npz")  # augment: the training split's copies

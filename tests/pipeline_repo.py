@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from helpers import ROOT
 
 STAGES = [
     "fetch",
+    "verify",
     "fashion",
     "preprocess",
     "augment",
@@ -26,6 +28,20 @@ STAGES = [
     "export",
     "submission",
 ]
+ALWAYS_CHANGED = {"verify"}  # runs on every repro: no repro or status of the whole pipeline is a no-op
+
+
+def ran(out: str) -> set[str]:
+    """The stages that a `dvc repro` or `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def up_to_date(status: str) -> bool:
+    """`dvc status` reports no change but the always-changed stages'."""
+    rest = re.sub(r"^(\S+):\n\talways changed$", "", status.strip(), flags=re.M).strip()
+    return rest in ("", "Data and pipelines are up to date.")
+
+
 COPIED = [
     "digits",
     "stages",

@@ -22,9 +22,10 @@ from pipeline_repo import TINY_FASHION_DIR, make_tiny_repo, run, run_stage_scrip
 
 import digits.fashion
 from digits.fashion import FASHION, FASHION_SHA256, fetch_fashion, plan
-from digits.fetch import MANIFEST, TEST_IMAGES, TEST_LABELS, FetchError
+from digits.fetch import MANIFEST, FetchError
 from digits.idx import idx_bytes, read_idx, write_idx
 from digits.params import FashionParams
+from digits.sources.base import TEST_IMAGES, TEST_LABELS
 
 FILES = (TEST_IMAGES, TEST_LABELS)
 ARRAYS = {name: read_idx(TINY_FASHION_DIR / f"{name}.gz") for name in FILES}

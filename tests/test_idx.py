@@ -120,7 +120,7 @@ def test_read_fetched_checks_the_manifest(tmp_path, images):
     data = bytearray(path.read_bytes())
     data[100:108] = bytes(b ^ 0xFF for b in data[100:108])
     path.write_bytes(data)
-    with pytest.raises(DigitsError, match=r"images-idx3-ubyte is damaged: sha256 .*`dvc repro -f fetch`"):
+    with pytest.raises(DigitsError, match=r"idx3-ubyte is damaged: sha256 .*`dvc repro verify` says how"):
         read_fetched(tmp_path, "images-idx3-ubyte")
 
 
@@ -136,5 +136,5 @@ def test_read_fetched_checks_the_manifest(tmp_path, images):
 def test_read_fetched_names_what_is_missing(tmp_path, images, damage, message):
     _fetched(tmp_path, images)
     damage(tmp_path)
-    with pytest.raises(DigitsError, match=message + r".*dvc repro -f fetch"):
+    with pytest.raises(DigitsError, match=message + r".*`dvc repro verify` says how"):
         read_fetched(tmp_path, "images-idx3-ubyte")

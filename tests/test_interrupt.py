@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_repo import git_commit, make_tiny_repo, run
+from pipeline_repo import git_commit, make_tiny_repo, run, up_to_date
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,7 @@ EPOCHS = 12  # tiny epochs (540 digits) take a fraction of a second each: room t
 CURVE = "plots/training/plots/metrics/train/loss.tsv"  # DVCLive appends a row after every epoch
 KEPT = [
     "fetch",
+    "verify",
     "preprocess",
     "augment",
     "negatives",
@@ -90,7 +91,7 @@ def test_repro_killed_mid_training_recovers_on_rerun(interrupt_repo: Path) -> No
         "assert m.output_shape == (None, 10), m.output_shape"
     )
     run(repo, sys.executable, "-c", check, env={"PYTHONPATH": str(repo)})
-    assert "up to date" in run(repo, "dvc", "status")
+    assert up_to_date(run(repo, "dvc", "status"))
 
 
 def _read(log) -> str:

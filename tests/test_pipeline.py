@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from pipeline_repo import STAGES, run
+from pipeline_repo import ALWAYS_CHANGED, STAGES, ran, run, up_to_date
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +115,11 @@ def test_dag_has_every_stage(repo: Path) -> None:
 
 
 def test_second_repro_is_a_no_op(repo: Path) -> None:
+    lock = (repo / "dvc.lock").read_bytes()
     out = run(repo, "dvc", "repro")
-    assert "Running stage" not in out
-    assert "up to date" in run(repo, "dvc", "status")
+    assert ran(out) == ALWAYS_CHANGED, out
+    assert up_to_date(run(repo, "dvc", "status"))
+    assert (repo / "dvc.lock").read_bytes() == lock  # verify wrote the same bytes: nothing to record
 
 
 def test_plots_show_draws_each_plot_once(repo: Path) -> None:
@@ -145,15 +147,15 @@ def test_every_stage_restores_from_the_run_cache(repo: Path) -> None:
             path = repo / out["path"]
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     out = run(repo, "dvc", "repro")
-    assert "Running stage" not in out, out
-    for stage in STAGES:
+    assert ran(out) == ALWAYS_CHANGED, out
+    for stage in set(STAGES) - ALWAYS_CHANGED:
         assert f"Stage '{stage}' is cached - skipping run" in out, out
     # Back to params trained before (epochs=3 is the baseline): restored, not retrained.
     run(repo, "dvc", "exp", "run", "-S", "train.epochs=1")
     out = run(repo, "dvc", "exp", "run", "-S", "train.epochs=3")
-    assert "Stage 'train' is cached - skipping run" in out and "Running stage" not in out, out
+    assert "Stage 'train' is cached - skipping run" in out and ran(out) == ALWAYS_CHANGED, out
     assert json.loads((repo / "metrics/train.json").read_text())["epochs_run"] == 3
-    assert "up to date" in run(repo, "dvc", "status")
+    assert up_to_date(run(repo, "dvc", "status"))
 
 
 def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
@@ -219,12 +221,12 @@ def test_ensemble_seeds_add_member_stages(repo: Path) -> None:
     out = run(repo, "dvc", "exp", "run", "-S", "ensemble.seeds=[7,8]")
     assert "Running stage 'member@8'" in out and "Running stage 'member@7'" not in out, out
     assert json.loads((repo / "metrics/ensemble.json").read_text())["members"] == 3
-    assert "up to date" in run(repo, "dvc", "status")
+    assert up_to_date(run(repo, "dvc", "status"))
 
 
 def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
-    # Eight flipped bytes in the cached object of a raw file: DVC checks it out again without complaint, so
-    # preprocess must notice (digits.idx.read_fetched) and say how to recover.
+    # Eight flipped bytes in the cached object of a raw file: DVC checks it out again without complaint and
+    # calls every stage cached, so the verify stage, which runs on every repro, must report it.
     run(repo, "git", "reset", "-q", "--hard")
     run(repo, "dvc", "checkout", "-f")
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
@@ -236,17 +238,31 @@ def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
     good = obj.read_bytes()
     obj.chmod(0o644)
     obj.write_bytes(good[:1000] + bytes(b ^ 0xFF for b in good[1000:1008]) + good[1008:])
+    obj.chmod(0o444)  # as DVC left it: the damage is silent
     try:
         (repo / "data/raw/t10k-images-idx3-ubyte").unlink()
         run(repo, "dvc", "checkout")
         assert (repo / "data/raw/t10k-images-idx3-ubyte").read_bytes() != good  # DVC restored the bad bytes
+        assert "data/raw" not in run(repo, "dvc", "status")  # and DVC sees nothing wrong
+        outputs = {p: p.stat().st_mtime_ns for p in (repo / "data/prepared").iterdir()}
+        out = run(repo, "dvc", "repro", fail=True)
+        copy = obj.relative_to(repo)  # named, since DVC would never replace it
+        assert "data/raw/t10k-images-idx3-ubyte is damaged" in out, out
+        assert f"remove it (`rm -f {copy}`), then run `dvc repro -f fetch`" in out, out
+        assert ran(out) == {"verify"}, out  # nothing ran on the bad bytes, and nothing was deleted
+        assert {p: p.stat().st_mtime_ns for p in (repo / "data/prepared").iterdir()} == outputs
+        assert (repo / "data/raw/t10k-images-idx3-ubyte").read_bytes() != good
+        # preprocess checks what it reads too, for `dvc repro -s preprocess`
         out = run(repo, "dvc", "repro", "-f", "-s", "preprocess", fail=True)
-        assert "data/raw/t10k-images-idx3-ubyte is damaged" in out and "dvc repro -f fetch" in out, out
-        # The advised fix: fetch again writes good bytes, into the cache too, and preprocess accepts them.
+        assert "data/raw/t10k-images-idx3-ubyte is damaged" in out and "`dvc repro verify` says how" in out
+        # The advised fix: the damaged copy removed, fetch again writes good bytes, into the cache too.
+        obj.unlink()
         run(repo, "dvc", "repro", "-f", "fetch")
         assert (repo / "data/raw/t10k-images-idx3-ubyte").read_bytes() == good == obj.read_bytes()
-        run(repo, "dvc", "repro", "preprocess")
+        assert ran(run(repo, "dvc", "repro", "preprocess")) == {"verify"}  # intact again: nothing reruns
     finally:
+        obj.chmod(0o644)
         obj.write_bytes(good)
+        obj.chmod(0o444)
         run(repo, "dvc", "checkout", "-f")
     assert "up to date" in run(repo, "dvc", "status", "fetch", "preprocess")
