@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from digits import log
 from digits.idx import read_idx
 from digits.measure import cpu_seconds, free_port, memory_mib
+from digits.mnistify import MAX_FORMAT_PIXELS
 from digits.serve import MAX_BODY, MAX_ITEMS, MAX_REQUEST_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,8 +271,19 @@ def _encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
     return buf.getvalue()
 
 
-def worst_payloads() -> dict[str, tuple[str, bytes]]:
-    """name -> (path, JSON body) for the requests that cost the server most within the body limit."""
+def _ztxt_png() -> bytes:
+    """A 28x28 PNG carrying 1,500 zTXt chunks of 1 MB of text each, 1.5 MB compressed (a text bomb)."""
+    info = PngImagePlugin.PngInfo()
+    text = "A" * 1_000_000
+    for i in range(1500):
+        info.add_text(f"k{i}", text, zip=True)
+    return _encoded(Image.new("L", (28, 28)), "PNG", pnginfo=info)
+
+
+def worst_payloads() -> dict[str, tuple[str, bytes, bool]]:
+    """name -> (path, JSON body, whether to send it from --clients clients at once too) for the requests
+    that cost the server most within the body limit: the largest picture of each accepted format, a text
+    bomb, and the largest batches."""
     ink = _big_digit((4096, 4096))
     rgba = Image.merge("RGBA", [Image.new("L", ink.shape[::-1], 255)] * 3 + [Image.fromarray(ink)])
     bar = np.zeros((4096, 4096), np.uint8)
@@ -288,15 +300,32 @@ def worst_payloads() -> dict[str, tuple[str, bytes]]:
     items = [item(one_bit)] * n
     big, digit = _encoded(rgba, "PNG"), sample_digits()[3][0]
     canvases = (MAX_REQUEST_PIXELS - 4096 * 4096) // (CANVAS * CANVAS)
+    side = int(MAX_FORMAT_PIXELS["WEBP"] ** 0.5)
+    webp = _encoded(rgba.resize((side, side)), "WEBP", lossless=True, quality=0, method=0)
+    gif = _encoded(Image.fromarray(ink).convert("P"), "GIF")
+
+    def one(data: bytes, mime: str = "image/png") -> tuple[str, bytes, bool]:
+        return "/api/predict", json.dumps(item(data, mime)).encode(), True
 
     return {
-        "4096x4096 RGBA PNG": ("/api/predict", json.dumps(item(big)).encode()),
-        "4032x3024 JPEG photo": ("/api/predict", json.dumps(item(photo, "image/jpeg")).encode()),
-        f"batch of {n} 4096x4096 1-bit PNGs": ("/api/predict/batch", json.dumps({"items": items}).encode()),
+        "4096x4096 RGBA PNG": one(big),
+        "4032x3024 JPEG photo": one(photo, "image/jpeg"),
+        f"{side}x{side} lossless RGBA WebP": one(webp, "image/webp"),
+        "4096x4096 lossless RGBA WebP (refused)": one(
+            _encoded(rgba, "WEBP", lossless=True, method=0), "image/webp"
+        ),
+        "4096x4096 GIF": one(gif, "image/gif"),
+        "PNG with 1,500 zTXt chunks": one(_ztxt_png()),
+        f"batch of {n} 4096x4096 1-bit PNGs": (
+            "/api/predict/batch",
+            json.dumps({"items": items}).encode(),
+            False,
+        ),
         # Within the per-request pixel budget: one 4096x4096 RGBA PNG and canvases up to the limit.
         f"batch of 1 4096x4096 RGBA PNG + {canvases} canvases": (
             "/api/predict/batch",
             json.dumps({"items": [item(big)] + [{"image": canvas_data_url(digit)}] * canvases}).encode(),
+            False,
         ),
     }
 
@@ -313,16 +342,16 @@ def _post(port: int, path: str, body: bytes) -> int:
 
 
 def worst_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each worst payload once, then the first one `args.clients` times at once, each on a fresh server.
+    """Each worst payload once, then each single picture `args.clients` times at once, each on a fresh server.
 
     Memory is the server's VmHWM (its peak resident set) minus its resident set when ready: what the
     request(s) added at their worst.
     """
     payloads = worst_payloads()
-    runs = [(name, 1) for name in payloads] + [(next(iter(payloads)), args.clients)]
+    runs = [(name, 1) for name in payloads] + [(name, args.clients) for name, p in payloads.items() if p[2]]
     rows = []
     for name, clients in runs:
-        path, body = payloads[name]
+        path, body, _ = payloads[name]
         port = free_port()
         with tempfile.TemporaryFile() as output:
             server = start_server(args.model.resolve(), port, output, shlex.split(args.server_args))
@@ -506,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worst",
         action="store_true",
-        help="instead of the load: the costliest legal requests once each, then the first of them from "
+        help="instead of the load: the costliest legal requests once each, then each single picture from "
         "--clients clients at once (peak memory and CPU of the server, each on a fresh server)",
     )
     args = parser.parse_args(argv)

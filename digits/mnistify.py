@@ -3,7 +3,7 @@
 MNIST digits are white ink on black, size-normalised to fit a 20x20 box (keeping the aspect ratio, with
 antialiasing) and pasted into 28x28 so the ink's centre of mass is at the centre. A drawing, photo or scan
 that skips these steps is a different distribution and gets mispredicted, so every input goes through
-`mnistify`: the browser canvas (PNG), uploads (any format Pillow reads) and raw 28x28 / 784 pixel arrays.
+`mnistify`: the browser canvas (PNG), uploads (PNG, JPEG, WebP, GIF or BMP) and 28x28 / 784 pixel arrays.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from digits import DigitsError
 from digits.shapes import SIDE  # the model's input is SIDE x SIDE
@@ -22,6 +22,16 @@ INK = 0.2  # after normalisation, pixels at least this bright count as ink for t
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
 MIN_INK_PIXELS = 3  # fewer ink pixels than this is a stray speck, not a digit
 MAX_PIXELS = 4096 * 4096  # decoding bigger images could take gigabytes (a small PNG can be huge)
+# The formats read, and no other: each decodes in-process within bounded memory. Pillow would otherwise open
+# EPS/PS/PDF by running Ghostscript, and a dozen rarer formats through parsers nobody here needs.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+# WebP has no reduced-size decode (JPEG's draft) and goes through two full RGBA buffers: a 4096x4096 one
+# costs about 260 MiB, a 2048x2048 one 70 MiB, as a 4096x4096 PNG does.
+MAX_FORMAT_PIXELS = {"WEBP": 2048 * 2048}
+# Text chunks are read while a PNG is opened, up to 64 MB of them by Pillow's default: a 1.5 MB file of
+# zTXt chunks costs that much before a pixel is decoded. A digit's picture needs none.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 WORK_SIDE = 1024  # decoded pictures are shrunk to this before float work: 4 MB arrays, not 64 MB
 
 
@@ -45,18 +55,19 @@ def open_image(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadInput(f"image is too large: more than {MAX_PIXELS} pixels") from None
-    except UnidentifiedImageError as e:
-        raise BadInput(f"not an image Pillow can read (PNG, JPEG, ...): {type(e).__name__}") from None
+    except UnidentifiedImageError:
+        raise BadInput(f"not an image in a format read here ({', '.join(FORMATS)})") from None
     except Exception as e:  # Pillow's parsers raise OSError, ValueError, SyntaxError, ... on corrupt headers
         raise BadInput(f"damaged image: {type(e).__name__}: {e}") from None
     width, height = image.size
     if width < 1 or height < 1:
         raise BadInput(f"damaged image: the header gives a size of {width}x{height}")
-    if width * height > MAX_PIXELS:
-        raise BadInput(f"image is {width}x{height}: more than {MAX_PIXELS} pixels")
+    limit = MAX_FORMAT_PIXELS.get(image.format, MAX_PIXELS)
+    if width * height > limit:
+        raise BadInput(f"image is {width}x{height}: more than {limit} pixels (for {image.format})")
     return image
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from helpers import encode, png
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from digits import DigitsError
 from digits.idx import read_idx
@@ -17,6 +17,7 @@ from digits.mnistify import (
     fit_box,
     ink_on_black,
     mnistify,
+    open_image,
     paste_centered,
     pixels_to_array,
     prepare_pixels,
@@ -89,6 +90,39 @@ def test_transparent_background_goes_behind_the_ink_in_contrast(ink, background)
 def test_decode_rejects_non_images(data, message):
     with pytest.raises(BadInput, match=message):
         decode_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "TIFF", "PPM", "ICO", "PCX", "TGA"])
+def test_only_the_accepted_formats_are_opened(fmt):
+    """EPS would run Ghostscript; the rest are parsers nobody needs here. Not one is even tried."""
+    data = encode(Image.new("RGB", (16, 16), "white"), fmt)
+    with pytest.raises(BadInput, match=r"not an image in a format read here \(PNG, JPEG, WEBP, GIF, BMP\)"):
+        open_image(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_the_accepted_formats_decode(fmt):
+    digit = np.zeros((40, 40), np.uint8)
+    digit[8:32, 18:23] = 255
+    x = mnistify(decode_image(encode(Image.fromarray(digit).convert("RGB"), fmt)))
+    assert x.shape == (SIDE, SIDE) and x.max() > 0.5
+
+
+def test_a_webp_over_its_own_pixel_limit_is_refused_before_decoding():
+    data = encode(Image.new("L", (2049, 2048)), "WEBP", lossless=True)
+    with pytest.raises(BadInput, match=r"image is 2049x2048: more than 4194304 pixels \(for WEBP\)"):
+        open_image(data)
+
+
+def test_a_png_full_of_text_chunks_is_refused_while_it_opens():
+    """16 MB of text in a small file, within Pillow's default 64 MB allowance: refused at 1 MiB."""
+    info = PngImagePlugin.PngInfo()
+    for i in range(80):
+        info.add_text(f"k{i}", "A" * 200_000, zip=True)
+    data = encode(Image.new("L", (28, 28)), "PNG", pnginfo=info)
+    assert len(data) < 100_000
+    with pytest.raises(BadInput, match="Too much memory used in text chunks"):
+        open_image(data)
 
 
 def test_decode_rejects_huge_dimensions():

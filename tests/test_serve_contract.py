@@ -21,7 +21,7 @@ from digits.serve import create_app
 
 # What a 422 for a schema-valid body may say (digits.mnistify and digits.serve word them so).
 CONTENT_ERRORS = re.compile(
-    r"not valid base64|image is empty|not an image Pillow can read|damaged image|more than \d+ pixels|"
+    r"not valid base64|image is empty|not an image in a format read here|damaged image|more than \d+ pixels|"
     r"the picture is blank|image must be a base64 data URL|picture at least 2x2"
 )
 

@@ -7,7 +7,8 @@ import binascii
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -124,10 +125,13 @@ class Inputs:
         for i, source in enumerate(opened):
             if gone.is_set():
                 raise ClientGone
+            opened[i] = None  # its decoder's buffers go with the picture, not at the end of the request
             try:
-                inputs.append(
-                    self._decode(source) if isinstance(source, Image.Image) else prepare_pixels(source)
-                )
+                if isinstance(source, Image.Image):
+                    with self._slot():
+                        inputs.append(mnistify(decode_image(source)))
+                else:
+                    inputs.append(prepare_pixels(source))
             except BadInput as e:
                 raise BadInput(f"{prefix(i)}{e}") from None
         return np.stack(inputs)
@@ -141,11 +145,14 @@ class Inputs:
         for i, item in enumerate(items):
             try:
                 if isinstance(item, bytes):
-                    opened.append(open_image(item))
+                    with self._slot():  # opening a picture reads its headers and metadata: costs memory too
+                        opened.append(open_image(item))
                 elif ("image" in item.model_fields_set) == ("pixels" in item.model_fields_set):
                     raise BadInput("give exactly one of `image` (a PNG data URL) or `pixels` (28x28 or 784)")
                 elif item.image is not None:
-                    opened.append(open_image(decode_data_url(item.image)))
+                    data = decode_data_url(item.image)
+                    with self._slot():
+                        opened.append(open_image(data))
                 else:
                     opened.append(item.pixels)
             except BadInput as e:
@@ -159,11 +166,12 @@ class Inputs:
             )
         return opened
 
-    def _decode(self, image: Image.Image) -> np.ndarray:
-        """One opened picture -> its 28x28 model input, in one of the decode slots."""
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """A decode slot, held while a picture is opened or decoded; 503 if none frees up in time."""
         if not self.slots.acquire(timeout=self.queue_timeout):
             raise HTTPException(503, "all image decoders are busy; retry in a second", {"Retry-After": "1"})
         try:
-            return mnistify(decode_image(image))
+            yield
         finally:
             self.slots.release()

@@ -29,8 +29,8 @@ _ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.mnistify 
     "properties": {
         "image": {
             "type": "string",
-            "description": "a PNG/JPEG/... file as a base64 data URL (data:image/png;base64,...) or bare "
-            f"base64; at most {MAX_PIXELS} pixels",
+            "description": "a PNG, JPEG, WebP, GIF or BMP file as a base64 data URL (data:image/png;base64,"
+            f"...) or bare base64; at most {MAX_PIXELS} pixels",
             "pattern": f"^({DATA_URL_HEADER},)?{BASE64}$",
             "examples": [EXAMPLE_IMAGE],
         },
@@ -53,13 +53,13 @@ _ITEM_SCHEMA = {  # what JSON Schema can say about one picture; digits.mnistify 
 }
 CONTENT_ERRORS = (  # the 422s JSON Schema cannot rule out: said in the docs of each operation
     "A schema-valid body can still get a 422 for its content: base64 that does not decode, bytes that are "
-    "not an image Pillow reads or a damaged one, smaller than 2x2 or over the pixel limit, or a blank "
-    "picture (no ink stands out, so there is no digit to guess)."
+    "not a PNG, JPEG, WebP, GIF or BMP image or a damaged one, smaller than 2x2 or over the pixel limit, or "
+    "a blank picture (no ink stands out, so there is no digit to guess)."
 )
 
 
 class Item(BaseModel):
-    """One picture: `image` (a data URL or bare base64 of a PNG/JPEG/...) or `pixels` (28x28 or 784)."""
+    """One picture: `image` (a PNG, JPEG, WebP, GIF or BMP, base64 or data URL) or `pixels` (28x28 or 784)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: schema.update(_ITEM_SCHEMA))
     # Not nullable (None is only the default for a missing key); checked by digits.mnistify rather than
