@@ -14,6 +14,7 @@ from PIL import Image
 
 import digits.serve
 import digits.serve.inputs
+import digits.serve.middleware
 import digits.serve.server
 from digits import DigitsError
 from digits.runtime import Predictor
@@ -123,24 +124,71 @@ def test_work_stops_when_the_client_disconnects(client, monkeypatch):
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
+    anyio.run(client.app, _scope("/api/predict/batch", len(body)), receive, send)
+    assert len(decoded) <= 1, f"decoded {len(decoded)} of 20 pictures for a client that had left"
+    assert sent[0]["status"] == 499
+
+
+def _scope(path: str, body_length: int) -> dict:
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/api/predict/batch",
-        "raw_path": b"/api/predict/batch",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(body_length).encode())],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "state": {},
     }
-    anyio.run(client.app, scope, receive, send)
-    assert len(decoded) <= 1, f"decoded {len(decoded)} of 20 pictures for a client that had left"
-    assert sent[0]["status"] == 499
+
+
+def test_slow_uploads_make_room_for_fast_ones(small_model_path, predictor, monkeypatch):
+    """Two slow bodies hold most of the upload budget; a fast one needing room drops the older, not itself."""
+    monkeypatch.setattr(digits.serve.middleware, "SLOW", 0.05)
+    app = create_app(small_model_path, predictor=predictor, limits=Limits(max_buffered=100_000))
+    fast = json.dumps({"pixels": DIGIT.tolist()}).encode()  # 3.2 kB
+    answers: dict[str, list[dict]] = {"slow 1": [], "slow 2": [], "fast": []}
+
+    def sends(*messages: dict):
+        """An ASGI receive: these messages, then nothing more (the client neither sends nor leaves)."""
+        queue = list(messages)
+
+        async def receive() -> dict:
+            if queue:
+                return queue.pop(0)
+            await anyio.Event().wait()
+            return {}
+
+        return receive
+
+    async def slow(name: str, size: int) -> None:
+        receive = sends({"type": "http.request", "body": b" " * size, "more_body": True})
+        await app(_scope("/api/predict", size * 2), receive, lambda m: _append(answers[name], m))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(slow, "slow 1", 60_000)
+            await anyio.sleep(0.1)
+            tasks.start_soon(slow, "slow 2", 38_000)
+            await anyio.sleep(0.1)  # both slow now, 98 kB of the 100 kB held
+            receive = sends({"type": "http.request", "body": fast, "more_body": False})
+            await app(_scope("/api/predict", len(fast)), receive, lambda m: _append(answers["fast"], m))
+            await anyio.sleep(0.05)
+            tasks.cancel_scope.cancel()  # slow 2 is still waiting for the rest of its body
+
+    anyio.run(main)
+    assert answers["fast"][0]["status"] == 200
+    assert answers["slow 1"][0]["status"] == 503 and answers["slow 2"] == []  # the oldest went, only it
+    assert b"still arriving after 0.05 s when faster ones needed room" in answers["slow 1"][1]["body"]
+
+
+async def _append(answers: list[dict], message: dict) -> None:
+    answers.append(message)
 
 
 def test_allowed_hosts(small_model_path, predictor):

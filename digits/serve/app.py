@@ -85,7 +85,9 @@ def create_app(
     app.state.predictor = predictor  # ready at once if given (the lifespan sets it anyway)
     app.state.calibration, app.state.calibration_source = in_use, source
     app.state.limits = limits
-    app.add_middleware(LimitBody, max_bytes=limits.max_body, timeout=limits.body_timeout)
+    app.add_middleware(
+        LimitBody, max_bytes=limits.max_body, timeout=limits.body_timeout, max_buffered=limits.max_buffered
+    )
     app.add_middleware(Guard, allowed_hosts=limits.allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _publish_request_bodies(app)

@@ -18,6 +18,9 @@ MAX_REQUEST_PIXELS = MAX_ITEMS * 280 * 280
 DECODE_SLOTS = 4  # pictures decoded at once (each holds a large buffer while it decodes); the rest wait ...
 QUEUE_TIMEOUT = 5.0  # ... this many seconds for a slot, then get a 503 with Retry-After
 BODY_TIMEOUT = 20.0  # seconds for the whole body to arrive (2 MiB at 1 Mbit/s takes 17 s)
+# Bytes held by all the bodies still arriving: 32 full ones. Slow bodies are dropped to make room for fast
+# ones (digits.serve.middleware.Arrivals), so held connections cannot shut others out.
+MAX_BUFFERED = 32 * MAX_BODY
 HEADER_TIMEOUT = 10.0  # seconds for the request line and headers to arrive
 
 
@@ -32,6 +35,7 @@ class Limits:
     decode_slots: int = DECODE_SLOTS
     queue_timeout: float = QUEUE_TIMEOUT
     body_timeout: float = BODY_TIMEOUT
+    max_buffered: int = MAX_BUFFERED
     header_timeout: float = HEADER_TIMEOUT
     allowed_hosts: Sequence[str] | None = None
 

@@ -3,6 +3,7 @@ Host names and security headers on every answer (Guard). Both answer with the AP
 
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import anyio
 from fastapi.responses import JSONResponse
@@ -11,6 +12,58 @@ from digits.serve.schema import problem
 
 DISCONNECTED = "digits.disconnected"  # scope key: a threading.Event set when the client has gone
 CLOSE = {"connection": "close"}  # with a refusal: do not read the rest of that body as the next request
+RETRY = {**CLOSE, "retry-after": "1"}
+
+
+SLOW = 1.0  # seconds: a body still arriving after this long is a slow one
+
+
+@dataclass(eq=False)
+class _Arriving:
+    started: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    held: int = 0  # bytes of it received so far
+    dropped: bool = False
+
+
+class Arrivals:
+    """The request bodies still arriving, over all requests, and the bytes they hold: at most `budget`.
+
+    A body that needs room has the slow ones (still arriving after SLOW seconds), oldest first, dropped for
+    it, and a body that arrives whole, in one piece, any other that is still arriving: however many uploads
+    are held open, a client that sends its body at once is served, and the memory they hold stays bounded.
+    Only the event loop's thread uses it: no lock.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.held = budget, 0
+        self.bodies: list[_Arriving] = []  # oldest first
+
+    def begin(self) -> _Arriving:
+        self.bodies.append(_Arriving(anyio.current_time()))
+        return self.bodies[-1]
+
+    def take(self, me: _Arriving, n: int, whole: bool = False) -> bool:
+        """Room for n more bytes of `me` (all of its body if `whole`), dropping others if need be; False if
+        there is none."""
+        now = anyio.current_time()
+        for other in self.bodies:
+            if self.held + n <= self.budget or (now - other.started < SLOW and not whole):
+                break  # room, or no slower body left to drop
+            if other is not me and not other.dropped:
+                other.dropped = True
+                other.scope.cancel()
+                self.held -= other.held
+                other.held = 0
+        if self.held + n > self.budget:
+            return False
+        me.held += n
+        self.held += n
+        return True
+
+    def end(self, me: _Arriving) -> None:
+        self.held -= me.held
+        self.bodies.remove(me)
 
 
 class LimitBody:
@@ -22,29 +75,20 @@ class LimitBody:
     can stop for a client that has gone.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout: float) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout: float, max_buffered: int
+    ) -> None:
         self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+        self.arrivals = Arrivals(max_buffered)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = problem(413, f"request body is larger than the limit of {self.max_bytes} bytes", CLOSE)
-        refused = self._framing(dict(scope["headers"]))
-        if refused is not None:
-            return await refused(scope, receive, send)
-        body, more = bytearray(), True
-        with anyio.move_on_after(self.timeout) as deadline:
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
-                if len(body) > self.max_bytes:
-                    return await too_big(scope, receive, send)
-        if deadline.cancelled_caught:
-            late = f"the request body did not arrive within {self.timeout:g} s ({len(body)} bytes came)"
-            return await problem(408, late, CLOSE)(scope, receive, send)
+        body = self._framing(dict(scope["headers"])) or await self._read(receive)
+        if body is None:
+            return  # the client left
+        if isinstance(body, JSONResponse):
+            return await body(scope, receive, send)
 
         gone, gone_async = threading.Event(), anyio.Event()
         scope[DISCONNECTED] = gone
@@ -60,7 +104,7 @@ class LimitBody:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             await gone_async.wait()  # after the body: the disconnect, as the watcher saw it
             return {"type": "http.disconnect"}
 
@@ -68,6 +112,36 @@ class LimitBody:
             tasks.start_soon(watch)
             await self.app(scope, replay, send)
             tasks.cancel_scope.cancel()
+
+    async def _read(self, receive: Callable) -> bytes | JSONResponse | None:
+        """The whole body; or the refusal to answer with; or None when the client disconnected."""
+        body, more = bytearray(), True
+        me = self.arrivals.begin()
+        try:
+            with me.scope, anyio.move_on_after(self.timeout) as deadline:
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) + len(chunk) > self.max_bytes:
+                        return problem(
+                            413, f"request body is larger than the limit of {self.max_bytes} bytes", CLOSE
+                        )
+                    if not self.arrivals.take(me, len(chunk), whole=not body and not more):
+                        return problem(503, "too many uploads are arriving at once; retry in a second", RETRY)
+                    body += chunk
+        finally:
+            self.arrivals.end(me)
+        if me.dropped:
+            return problem(
+                503, f"the body was still arriving after {SLOW:g} s when faster ones needed room", RETRY
+            )
+        if deadline.cancelled_caught:
+            late = f"the request body did not arrive within {self.timeout:g} s ({len(body)} bytes came)"
+            return problem(408, late, CLOSE)
+        return bytes(body)
 
     def _framing(self, headers: dict[bytes, bytes]) -> JSONResponse | None:
         """The answer for a body framed wrongly or declared too big; None when it may be read."""

@@ -8,6 +8,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ from digits.serve.app import create_app
 from digits.serve.limits import BODY_TIMEOUT, HEADER_TIMEOUT, Limits
 
 DEFAULT_MODELS = (paths.SERVING, paths.MODEL)  # the first that exists
+# Connections per worker: a held one costs a few KiB (bodies are bounded by Limits.max_buffered), so slow
+# clients may hold thousands before anyone gets 503 (uvicorn's own default, none, would run out of files).
+LIMIT_CONCURRENCY = 4096
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 HEADER_TIMEOUT_ENV = "DIGITS_HEADER_TIMEOUT"  # read by HeaderTimeoutProtocol, in every worker process
 # create_app's arguments for the --workers processes, as JSON: model_path, threads, calibration (the flags
@@ -78,6 +82,16 @@ class HeaderTimeoutProtocol(H11Protocol):
         self.transport.close()
 
 
+def _enough_files(wanted: int) -> None:
+    """The soft limit on open files raised to `wanted` (at most the hard limit): a connection is a file,
+    and many systems start processes at 1024."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < cap:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (cap, hard))
+
+
 def _memory_back_to_the_os() -> None:
     """Buffers over 1 MiB (decoded pictures, their float arrays) mapped and unmapped one by one.
 
@@ -96,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m digits.serve",
         description=(digits.serve.__doc__ or "").splitlines()[0],
         epilog="Limits: bodies over 2 MiB get 413, request heads over 16 KiB (h11's default) 400; more than "
-        "--limit-concurrency connections get 503. Behind a reverse proxy, its own timeouts apply first.",
+        "--limit-concurrency connections get 503, as do slow uploads when faster ones need their memory. "
+        "Behind a reverse proxy, its own timeouts apply first.",
     )
     _add_model_arguments(parser)
     _add_server_arguments(parser)
@@ -140,9 +155,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit-concurrency",
         type=int,
-        default=100,
-        help="open connections per worker before new requests get 503; bounds the memory held by slow "
-        "uploads to this many bodies (default: %(default)s)",
+        default=LIMIT_CONCURRENCY,
+        help="open connections per worker before new requests get 503 (default: %(default)s); the memory "
+        "held by slow uploads is bounded apart from it, so held connections cost little",
     )
     parser.add_argument(
         "--timeout-keep-alive",
@@ -242,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     said = ", ".join(f"{k} {v:g} ({source[k]})" for k, v in in_use.as_dict().items())
     print(f"calibration: {said}", file=sys.stderr, flush=True)
     os.environ[HEADER_TIMEOUT_ENV] = str(limits.header_timeout)
+    _enough_files(args.limit_concurrency + 256)  # inherited by --workers processes
     options = {
         "host": args.host,
         "port": args.port,
