@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from helpers import ROOT, data_url, encode, free_port, serve
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from digits.export import export_tflite
 from digits.measure import cpu_seconds, memory_mib
@@ -142,3 +143,64 @@ def test_a_model_answering_nan_is_refused_with_one_line(nan_model, workers):
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "NaN" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def lossless_webp(side: int) -> bytes:
+    alpha = Image.new("L", (side, side))
+    stroke = [(side // 4, side // 5), (side // 2, side * 4 // 5)]  # a "1", white on transparent
+    ImageDraw.Draw(alpha).line(stroke, fill=255, width=side // 14)
+    return encode(Image.merge("RGBA", [Image.new("L", alpha.size, 255)] * 3 + [alpha]), "WEBP", lossless=True)
+
+
+def text_bomb_png() -> bytes:
+    """A 28x28 PNG with 1,500 zTXt chunks of 1 MB of text each: 1.5 MB on disk, 1.5 GB of text."""
+    info = PngImagePlugin.PngInfo()
+    for i in range(1500):
+        info.add_text(f"k{i}", "A" * 1_000_000, zip=True)
+    return encode(Image.new("L", (28, 28)), "PNG", pnginfo=info)
+
+
+@pytest.mark.slow
+def test_the_worst_of_each_format_from_32_clients_stays_within_600_mib(tflite, tmp_path):
+    """Before: a 4096x4096 WebP x16 peaked at 1,105 MiB, the text bomb x32 at 1,852 MiB."""
+    cases = {
+        "2048x2048 WebP": (lossless_webp(2048), {200, 503}),
+        "4096x4096 WebP": (lossless_webp(4096), {422}),  # over WebP's own limit: refused from its header
+        "zTXt bomb": (text_bomb_png(), {422}),
+    }
+    with serve(tflite, tmp_path / "server.log") as (pid, url):
+        for name, (picture, expected) in cases.items():
+            post = partial(httpx.post, f"{url}/api/predict", json={"image": data_url(picture)}, timeout=60)
+            with ThreadPoolExecutor(32) as pool:
+                answers = [f.result() for f in [pool.submit(post) for _ in range(32)]]
+            codes = {a.status_code for a in answers}
+            assert codes <= expected, (name, sorted(codes), answers[0].text)
+            memory = memory_mib(pid)
+            assert memory["VmHWM"] <= 600, f"{name} x32 peaked at {memory['VmHWM']:.0f} MiB"
+        assert memory_mib(pid)["VmRSS"] <= 150, "memory did not come back after the bursts"
+
+
+@pytest.mark.slow
+def test_held_connections_do_not_shut_others_out(tflite, tmp_path):
+    """300 slow bodies and 500 slow heads held open: normal requests are still answered at once."""
+    with serve(tflite, tmp_path / "server.log") as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        held = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b" " * 50000
+            )
+            held.append(s)
+        for _ in range(500):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            held[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Ag")
+        time.sleep(0.5)
+        body = {"pixels": np.eye(28).tolist()}
+        for _ in range(20):
+            start = time.monotonic()
+            r = httpx.post(f"{url}/api/predict", json=body, timeout=10)
+            assert r.status_code == 200 and time.monotonic() - start < 1, (r.status_code, r.text)
+        for s in held:
+            s.close()
