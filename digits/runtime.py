@@ -268,10 +268,6 @@ def _bundle_probes(path: Path, data: bytes) -> np.ndarray | None:
     """With a model.json beside the file: check the file against its entry there, return its probe outputs."""
     meta_path = path.parent / BUNDLE_META
     if not meta_path.is_file():
-        log(
-            f"warning: {path} has no {BUNDLE_META} beside it: its sha256 and answers go unchecked and the "
-            "default calibration is used (serve the export's folder, models/serving/, to have both)"
-        )
         return None
     try:
         meta = json.loads(meta_path.read_text())
@@ -349,5 +345,10 @@ def load_predictor(path: str | Path, threads: int | None = None, precision: str 
     kernels; `precision` picks the bundle's file, see model_file), Keras for .keras."""
     path = servable_file(path, precision)
     if path.suffix == ".tflite":
+        if not (path.parent / BUNDLE_META).is_file():
+            log(
+                f"warning: {path} has no {BUNDLE_META} beside it: its sha256 and answers go unchecked and "
+                "the default calibration is used (serve the export's folder, models/serving/, to have both)"
+            )
         return LiteRTPredictor(path, threads)
     return KerasPredictor(path)
