@@ -47,24 +47,28 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
     The moving averages lag behind training: they follow the batches while the weights change fast under
     one-cycle. A model with a "not a digit" class is very sensitive to that: with the moving statistics it
     can read almost no validation digit right after an early epoch (docs/trust.md has the figures). Layer by
-    layer, in order, so each sees the recalibrated layers before it; dropout
-    is off, as when serving.
+    layer, in order, so each sees the recalibrated layers before it; dropout is off, as when serving. Each
+    layer runs once over the pictures, `chunk` at a time: their activations are carried from layer to layer
+    (as many floats as the widest layer's output), not recomputed from the input for every batch norm.
     """
-    layers_ = model.layers
-    for k, layer in enumerate(layers_):
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        total, total_sq, count = 0.0, 0.0, 0
-        for start in range(0, len(images), chunk):
-            h = keras.ops.convert_to_tensor(to_model_input(images[start : start + chunk]))
-            for before in layers_[:k]:
-                h = before(h, training=False)
-            h = keras.ops.convert_to_numpy(h).astype(np.float64)
-            flat = h.reshape(-1, h.shape[-1])
-            total, total_sq, count = total + flat.sum(0), total_sq + (flat**2).sum(0), count + len(flat)
-        mean = total / count
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0).astype(np.float32))
+    norms = [k for k, layer in enumerate(model.layers) if isinstance(layer, keras.layers.BatchNormalization)]
+    chunks = [
+        keras.ops.convert_to_tensor(to_model_input(images[start : start + chunk]))
+        for start in range(0, len(images), chunk)
+    ]
+    for k, layer in enumerate(model.layers[: max(norms, default=-1) + 1]):
+        if k in norms:
+            total, total_sq, count = 0.0, 0.0, 0
+            for h in chunks:  # sums in float64, over all but the channel axis
+                h64, axes = keras.ops.cast(h, "float64"), tuple(range(len(h.shape) - 1))
+                total = total + keras.ops.convert_to_numpy(keras.ops.sum(h64, axis=axes))
+                total_sq = total_sq + keras.ops.convert_to_numpy(keras.ops.sum(h64 * h64, axis=axes))
+                count += math.prod(h.shape[:-1])
+            mean = total / count
+            layer.moving_mean.assign(mean.astype(np.float32))
+            layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0).astype(np.float32))
+        if k < norms[-1]:  # what the next batch norm sees, through this layer as recalibrated
+            chunks = [layer(h, training=False) for h in chunks]
 
 
 class RecalibratedValidation(keras.callbacks.Callback):
