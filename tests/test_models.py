@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -59,5 +60,10 @@ def test_missing_and_garbage_model_files(tmp_path: Path) -> None:
         load_model(tmp_path / "absent.keras")
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"this is not a zip archive" * 10)
-    with pytest.raises(DigitsError, match="not a loadable Keras model"):
+    with pytest.raises(DigitsError, match=r"not a Keras model: a \.keras file is a zip archive"):
         load_model(garbage)
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("hello.txt", "a zip, but no model in it")
+    with pytest.raises(DigitsError, match="not a loadable Keras model"):
+        load_model(other_zip)
