@@ -2,9 +2,11 @@
 
 What `ensemble.seeds` does in the pipeline, at a scale a 2-core CPU cannot afford (15 `best` CNNs x 45
 epochs), runnable on any Keras backend, e.g. JAX on a GPU. Same library, same data, same selection on the
-validation split; no DVC. Needs data/prepared/ (`dvc repro preprocess`); augments in-process with the
-`augment` params, so every seed trains on the same augmented copies, as pipeline members do
-(`--augment-per-seed` gives each seed its own copies instead, to measure what that diversity is worth).
+validation split; no DVC. Needs data/prepared/ and data/negatives/ (`dvc repro negatives`): it trains the
+stage's 11-class model (each epoch's share of non-digits, batch norm recalibrated; `stage_data`). Augments
+in-process with the `augment` params, so every seed trains on the same augmented copies, as pipeline
+members do (`--augment-per-seed` gives each seed its own copies instead, to measure what that diversity is
+worth).
 
     python benchmarks/seeds.py --seeds 1-15 --out benchmarks/results/seeds-best \\
         -S model.preset=best -S train.epochs=45 -S train.lr=0.001 -S train.lr_decay=0.95 -S augment.copies=45
@@ -21,6 +23,7 @@ import json
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -28,6 +31,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digits.params import Params, load_params, parse_params
+
+if TYPE_CHECKING:
+    from digits.train import TrainingData
 
 
 def seed_list(text: str) -> list[int]:
@@ -54,12 +60,35 @@ def with_overrides(params: Params, overrides: list[str]) -> Params:
     return parse_params(raw, "params.yaml with -S overrides")
 
 
+def stage_data(
+    params: Params,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    copies: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+) -> TrainingData:
+    """What the train stage trains on (digits.train.load_training_data), from copies augmented here: each
+    copy followed by its share of data/negatives/train.npz, and with any non-digits the batch-norm
+    recalibration pictures, so the model is the 11-class one the pipeline ships. The non-digits are the
+    negatives stage's files (`dvc repro negatives`); `-S negatives.train=0` trains without them."""
+    from digits import paths
+    from digits.splits import load_split
+    from digits.train import TrainingData, batch_norm_images, with_negatives
+
+    non_digits = load_split(paths.negatives("train"))[0] if params.negatives.train else train_x[:0]
+    mixed, labels = with_negatives(copies, train_y, non_digits)
+    bn = params.train.bn_digits if len(non_digits) else 0
+    bn_images = batch_norm_images(train_x[:bn], mixed, len(train_y)) if bn else None
+    return TrainingData(mixed, labels, val_x, val_y, bn_images)
+
+
 def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: bool) -> None:
     from digits.augment import augment_copies
     from digits.evaluate import tta_probs
     from digits.models import predict_probs
     from digits.splits import load_split
-    from digits.train import TrainingData, build_and_train
+    from digits.train import build_and_train
 
     train_x, train_y = load_split("data/prepared/train.npz")
     val_x, val_y = load_split("data/prepared/val.npz")
@@ -77,7 +106,7 @@ def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: b
         result = build_and_train(
             params.model,
             params.train.model_copy(update={"seed": seed}),
-            TrainingData(copies, train_y, val_x, val_y),
+            stage_data(params, train_x, train_y, copies, val_x, val_y),
         )
         summary = result.summary()
         np.savez(

@@ -4,16 +4,17 @@
         --recipe previous -S train.schedule=exponential -S model.preset=deep -S train.epochs=12 \\
         --recipe default
 
-Each `--recipe NAME` starts a recipe: params.yaml plus the `-S key=value` overrides that follow it (as in
-`dvc exp run -S`). Every recipe trains with every seed (train.seed = the seed) through the train stage's
-code (digits.train.build_and_train, selection on validation), on copies augmented in-process with the
-recipe's `augment` params. Per epoch it records the training wall time so far, validation accuracy, and
-test accuracy, which is for reporting only: nothing chooses by it, and the seconds spent computing it are
-left out of the clock. Reports per recipe: train seconds (median), selected model's val/test accuracy
-(mean), seconds to first reach 99.5% and 99.6% test, and the ratio of median train seconds to the first
-recipe's. Writes <out>.json and <out>.png (test accuracy against seconds, every run on one chart).
-Needs data/prepared/ (`dvc repro preprocess`). Run nothing else on the machine while it times.
-"""
+Each `--recipe NAME` starts a recipe: params.yaml plus the `-S key=value` overrides that follow it (as in `dvc
+exp run -S`). Every recipe trains with every seed (train.seed = the seed) through the train stage's code
+(digits.train.build_and_train, selection on validation; the 11-class model with its share of
+data/negatives/train.npz and batch norm recalibrated, as the stage trains it: seeds.stage_data), on copies
+augmented in-process with the recipe's `augment` params. Per epoch it records the training wall time so far,
+validation accuracy, and test accuracy, which is for reporting only: nothing chooses by it, and the seconds
+spent computing it are left out of the clock. Reports per recipe: train seconds (median), selected model's
+val/test accuracy (mean), seconds to first reach 99.5% and 99.6% test, and the ratio of median train seconds
+to the first recipe's. Writes <out>.json and <out>.png (test accuracy against seconds, every run on one
+chart). Needs data/prepared/ and data/negatives/ (`dvc repro negatives`). Run nothing else on the machine
+while it times."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from seeds import seed_list, with_overrides
+from seeds import seed_list, stage_data, with_overrides
 
 from digits.params import Params, load_params
 
@@ -51,7 +52,8 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
     import keras
 
     from digits.models import predict_probs
-    from digits.train import TrainingData, build_and_train
+    from digits.shapes import NUM_CLASSES
+    from digits.train import build_and_train
 
     class Clock(keras.callbacks.Callback):
         """Per-epoch training seconds (test scoring excluded), val and test accuracy."""
@@ -66,7 +68,8 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
 
         def on_epoch_end(self, epoch, logs=None) -> None:
             now = time.perf_counter()
-            probs = predict_probs(self.model, data["test_x"])
+            # Scored as served: the digits' columns only (digits.models.digit_outputs drops "not a digit").
+            probs = predict_probs(self.model, data["test_x"])[:, :NUM_CLASSES]
             test_acc = float(np.mean(probs.argmax(1) == data["test_y"]))
             self.epochs.append(
                 {
@@ -87,7 +90,7 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
     result = build_and_train(
         params.model,
         train_params,
-        TrainingData(copies, data["train_y"], data["val_x"], data["val_y"]),
+        stage_data(params, data["train_x"], data["train_y"], copies, data["val_x"], data["val_y"]),
         [clock],
     )
     selected = clock.epochs[result.best_epoch - 1]
