@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 # Stage commands call `python`: make it the virtualenv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup os-packages run test test-fast lint format clean docs
+.PHONY: setup setup-cluster os-packages run test test-fast lint format clean docs
 
 setup: $(VENV)/.installed os-packages
 
@@ -32,6 +32,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Ray and Optuna for `python -m digits.cluster` (docs/scaling.md), pinned in their own lock; not in `make setup`.
+setup-cluster: setup $(VENV)/.cluster
+$(VENV)/.cluster: requirements-cluster.lock $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-cluster.lock
+	$(BIN)/python -m pip check
 	touch $@
 
 # Params are checked first: a stage that refuses bad params has already lost its outputs to `dvc repro`.
