@@ -133,7 +133,8 @@ def _run(r: Runner, result: Result) -> str:
         out = r.run("dvc", "repro", "--pull", *spec.targets)
     result.ran = re.findall(r"Running stage '([^']+)'", out)
     result.restored = re.findall(r"Stage '([^']+)' is cached", out)
-    result.metrics = _metrics(r.dir)
+    if spec.kind == "exp":  # a stage trial's workspace metrics are the baseline's, not its own
+        result.metrics = _metrics(r.dir)
     result.seconds["run"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
     push_run_cache(r.dir, spec.dvc_remote)  # the data first: a ref that lands always has its data
