@@ -68,12 +68,16 @@ class Run:
         if shared and self.cluster.nodes() > 1:
             log(f"cluster: warning: the DVC remote is a local path ({shared}); every node must see it")
 
-    def spec(self, params: dict[str, str], name: str | None = None, targets: list[str] | None = None) -> Spec:
-        kind = "exp" if name is None else "stage"
+    def experiment(self, params: dict[str, str]) -> Spec:
+        """A `dvc exp run` of the baseline with these params, named from them and the commit."""
+        name = trial_name(self.commit, params)
         return Spec(
-            name or trial_name(self.commit, params), self.url, self.commit, params,
-            targets if targets is not None else self.args.target, kind, self.args.remote, self.args.scratch,
-        )  # fmt: skip
+            name, self.url, self.commit, params, self.args.target, "exp", self.args.remote, self.args.scratch
+        )
+
+    def stage(self, name: str, target: str) -> Spec:
+        """A `dvc repro` of one stage of the baseline, pushed with its run cache."""
+        return Spec(name, self.url, self.commit, {}, [target], "stage", self.args.remote, self.args.scratch)
 
     def collect(self, total: int) -> Iterator[Result]:
         for result, attempts in self.cluster.results(total):
@@ -82,7 +86,7 @@ class Run:
 
 
 def run_sweep(run: Run, trials: list[dict[str, str]]) -> list[Result]:
-    specs = {spec.name: spec for spec in map(run.spec, trials)}  # the same params twice run once
+    specs = {spec.name: spec for spec in map(run.experiment, trials)}  # the same params twice run once
     log(f"cluster: {len(specs)} trials on {run.cluster.nodes()} nodes, {run.cluster.capacity()} at a time")
     for spec in specs.values():
         run.cluster.submit(spec)
@@ -116,7 +120,7 @@ def run_search(run: Run, overrides: list[Override], params_file: Path) -> list[R
             trial = study.ask(space)
             params = {key: str(value) for key, value in trial.params.items()}
             check(params_file, [params])
-            spec = run.spec(params)
+            spec = run.experiment(params)
             asked[spec.name] = trial
             run.cluster.submit(spec)
 
@@ -185,7 +189,7 @@ def run_members(run: Run) -> list[Result]:
     if not seeds:
         raise ClusterError("ensemble.seeds is empty: set e.g. [1, 2, 3] in params.yaml, commit, run again")
     for seed in seeds:
-        run.cluster.submit(run.spec({}, f"member-{seed}", [f"member@{seed}"]))
+        run.cluster.submit(run.stage(f"member-{seed}", f"member@{seed}"))
     results = list(run.collect(len(seeds)))
     log("cluster: members are in the DVC remote's run cache: `dvc repro --pull` restores them and averages")
     return results

@@ -95,7 +95,8 @@ class Runner:
         out, _ = self.step.communicate()
         self.log.append(f"$ {' '.join(cmd)}\n{out}")
         if self.step.returncode:
-            raise ClusterError(f"{' '.join(cmd[:3])} exited with {self.step.returncode}")
+            command = " ".join(word for word in cmd[:3] if not word.startswith("-"))  # git clone, dvc exp run
+            raise ClusterError(f"{command} exited with {self.step.returncode}")
         return out
 
     def tail(self) -> str:
