@@ -45,8 +45,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, home: dict[str, str]) -> Iterator[str]:
     """A head and one more node, 1 CPU each, on loopback addresses, each with its own temp dir."""
+    root = tmp_path_factory.mktemp("ray")
     try:
-        with loopback_cluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus=1, env=home) as address:
+        with loopback_cluster(root, nodes=2, cpus=1, env=home) as address:
+            # Each node keeps its session (logs, sockets) in its own temp dir, the second node too.
+            assert all(list((root / f"node{i}").glob("session_*")) for i in range(2))
             yield address
     except ClusterError as e:
         if "did not start" not in str(e) and "not installed" not in str(e):
