@@ -160,10 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(args)
         if args.command == "members":
             results = run_members(run)
-        elif args.search:
-            results = run_search(run, overrides, params_file)
         else:
-            results = run_sweep(run, trials)
+            results = run_search(run, overrides, params_file) if args.search else run_sweep(run, trials)
             landed = [r.name for r in results if r.status != "failed"]
             pull(run.cwd, args.git_remote, landed)
             log(f"cluster: {len(landed)} of {len(results)} landed; compare: dvc exp show --only-changed")
