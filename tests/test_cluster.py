@@ -199,6 +199,8 @@ def test_a_search_picks_trials_from_ranges_and_chooses_on_validation(
     lrs = [float(line.split("train.lr=")[1].split(":")[0]) for line in lines]
     assert all(0.001 <= lr <= 0.01 for lr in lrs) and lrs[0] != lrs[1]
     assert "best on validation" in done.stderr
+    names = [line.split()[1] for line in lines]
+    assert set(names) <= set(experiments(project, home))  # pulled back like a sweep's
 
 
 def test_the_ensemble_members_train_on_the_cluster_and_restore_locally(
