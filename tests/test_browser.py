@@ -147,6 +147,26 @@ def test_seven_in_two_strokes_then_clear(page):
     assert preview_ink(page) == 0
 
 
+def pad_png(page: Page) -> str:
+    return page.evaluate("() => document.getElementById('pad').toDataURL('image/png')")
+
+
+def test_undo_takes_back_the_last_stroke_then_the_first(page):
+    expect(page.locator("#undo")).to_be_disabled()
+    draw(page, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)])
+    expect(page.locator("#digit")).to_have_text("1")
+    one = pad_png(page)
+    draw(page, [(0.2, 0.15), (0.5, 0.15)])
+    assert pad_png(page) != one
+    page.click("#undo")
+    assert pad_png(page) == one  # the canvas as it was before the second stroke
+    expect(page.locator("#digit")).to_have_text("1")
+    page.keyboard.press("Control+z")  # the shortcut takes back the first stroke: an empty pad
+    expect(page.locator("#result")).to_have_attribute("data-state", "empty")
+    expect(page.locator("#undo")).to_be_disabled()
+    assert preview_ink(page) == 0
+
+
 def test_uploaded_mnist_digit_is_recognised(page, tiny_mnist_dir, tmp_path):
     images = read_idx(tiny_mnist_dir / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(tiny_mnist_dir / "t10k-labels-idx1-ubyte.gz")

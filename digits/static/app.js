@@ -13,6 +13,7 @@ const barsEl = document.getElementById("bars");
 
 const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
 const DEBOUNCE_MS = 150;
+const UNDO_STEPS = 30; // strokes Undo can take back (a 280x280 snapshot each, 300 KB)
 const UPLOAD_SIDE = 1024; // px: bigger uploads are shrunk here first (phone photos exceed the 2 MiB limit)
 
 let drawing = false; // a pointer is down
@@ -21,6 +22,8 @@ let last = null; // previous point of the current stroke
 let timer = null;
 let inFlight = false; // at most one request at a time ...
 let again = false; // ... and one more when it returns if the drawing changed meanwhile
+const undoStack = []; // the canvas before each stroke, the latest last
+const undoButton = document.getElementById("undo");
 let generation = 0; // bumped by Clear/upload so late answers for an old drawing are ignored
 
 // One row per class: <div class="bar" data-digit="d"><span>d</span><div class="track"><div class="fill">
@@ -149,6 +152,9 @@ pad.addEventListener("pointerdown", (event) => {
   if (event.button !== 0) return;
   event.preventDefault();
   pad.setPointerCapture(event.pointerId); // keep the stroke even if the pointer leaves the canvas
+  undoStack.push(ctx.getImageData(0, 0, pad.width, pad.height));
+  if (undoStack.length > UNDO_STEPS) undoStack.shift();
+  undoButton.disabled = false;
   drawing = true;
   hasInk = true;
   last = point(event);
@@ -180,14 +186,38 @@ function endStroke() {
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
-document.getElementById("clear").addEventListener("click", () => {
+function clearPad() {
   generation++;
   clearTimeout(timer);
   hasInk = false;
   again = false;
+  undoStack.length = 0;
+  undoButton.disabled = true;
   resetPad();
   showResult(null);
   setStatus("Draw with a mouse, pen or finger.");
+}
+document.getElementById("clear").addEventListener("click", clearPad);
+
+// Back to the canvas before the last stroke; before the first one, that is an empty pad.
+function undo() {
+  if (drawing || !undoStack.length) return;
+  const before = undoStack.pop();
+  if (!undoStack.length && !(before.data.some((v, i) => i % 4 === 0 && v > 0))) {
+    clearPad();
+    return;
+  }
+  ctx.putImageData(before, 0, 0);
+  undoButton.disabled = !undoStack.length;
+  generation++; // an answer on its way is for the stroke taken back
+  predictDrawing();
+}
+undoButton.addEventListener("click", undo);
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z" && !event.shiftKey) {
+    event.preventDefault();
+    undo();
+  }
 });
 
 // The picture at most UPLOAD_SIDE pixels a side, as a PNG (keeps transparency) or, if that is big, a JPEG;
@@ -221,6 +251,8 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   generation++;
   clearTimeout(timer);
   hasInk = false;
+  undoStack.length = 0;
+  undoButton.disabled = true;
   resetPad();
   setStatus(`reading ${file.name} ...`);
   const form = new FormData();
