@@ -69,17 +69,22 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_mnist_dir: Path, home
     return repo
 
 
+def environment(home: dict[str, str]) -> dict[str, str]:
+    """This environment with the temp HOME, and this interpreter's bin/ (dvc, python) first on PATH."""
+    return {**os.environ, **home, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
 def sweep(project: Path, home: dict[str, str], address: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "digits.cluster", "sweep", "--address", address, "--cpus", "1", *args],
-        cwd=project, env={**os.environ, **home, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        cwd=project, env=environment(home),
         capture_output=True, text=True, timeout=SWEEP_TIMEOUT,
     )  # fmt: skip
 
 
 def experiments(project: Path, home: dict[str, str]) -> dict[str, dict]:
     """`dvc exp show --json`'s experiments by name: {name: {"params": ..., "metrics": ...}}."""
-    env = {**os.environ, **home, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = environment(home)
     out = subprocess.run(
         ["dvc", "exp", "show", "--json"], cwd=project, env=env, capture_output=True, check=True
     )
@@ -162,7 +167,7 @@ def test_a_trial_that_loses_its_worker_is_retried_and_lands_once(
         "--scratch",
         str(tmp_path),
     ]
-    env = {**os.environ, **home, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = environment(home)
     driver = subprocess.Popen(
         [sys.executable, "-m", "digits.cluster", "sweep", "--address", cluster, "--cpus", "1", *args],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -210,7 +215,7 @@ def test_the_ensemble_members_train_on_the_cluster_and_restore_locally(
     params["ensemble"]["seeds"] = [5]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git_commit(project, "one ensemble member")
-    env = {**os.environ, **home, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = environment(home)
     done = subprocess.run(
         [sys.executable, "-m", "digits.cluster", "members", "--address", cluster, "--cpus", "1"],
         cwd=project, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT,
