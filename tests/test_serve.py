@@ -12,6 +12,7 @@ from PIL import Image
 
 from digits import DigitsError
 from digits.idx import read_idx
+from digits.numbers import compose_number
 from digits.serve import MAX_BODY, MAX_ITEMS, Limits, create_app, main
 from digits.serve import inputs as serve_inputs
 
@@ -156,6 +157,52 @@ def test_batch_at_the_item_limit_is_accepted(client, digits):
     items = [{"pixels": digits[0][i % 8].ravel().tolist()} for i in range(MAX_ITEMS)]
     r = client.post("/api/predict/batch", json={"items": items})
     assert r.status_code == 200 and len(r.json()["results"]) == MAX_ITEMS
+
+
+# --- whole numbers, and why -----------------------------------------------------------------------------
+
+
+def test_a_number_is_read_digit_by_digit(client, digits, small_model_path):
+    images, labels = digits
+    picture, boxes = compose_number(images[:5], np.random.default_rng(3), touching=0)
+    upload = {"file": ("number.png", png(np.rint(picture * 255).astype(np.uint8)), "image/png")}
+    r = client.post("/api/read?input=true", files=upload)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["number"] == "".join(map(str, labels[:5])) and body["accepted"] is True
+    assert body["model"] == hashlib.sha256(small_model_path.read_bytes()).hexdigest()[:12]
+    for answer, box in zip(body["digits"], boxes, strict=True):
+        left, top, width, height = answer["box"]
+        assert (
+            box[0] <= left < left + width <= box[0] + box[2]
+            and box[1] <= top < top + height <= box[1] + box[3]
+        )
+        assert np.array(answer["input"]).shape == (28, 28) and "explain" not in answer
+        assert len(answer["probabilities"]) == 10 and answer["reason"] is None
+
+
+def test_a_number_as_json_and_its_errors(client, digits):
+    two = np.concatenate([digits[0][0], np.zeros((28, 8), np.uint8), digits[0][1]], axis=1)
+    r = client.post("/api/read", json={"image": data_url(png(two))})
+    assert r.status_code == 200 and r.json()["number"] == f"{digits[1][0]}{digits[1][1]}"
+    blank = client.post("/api/read", json={"image": data_url(png(np.zeros((40, 90), np.uint8)))})
+    assert blank.status_code == 422 and "blank" in blank.json()["detail"]
+    ones = np.zeros((40, 12 * 21), np.uint8)
+    ones[5:35, 4::12] = 255
+    many = client.post("/api/read", files={"file": ("ones.png", png(ones), "image/png")})
+    assert many.status_code == 422 and "more than 20 digits" in many.json()["detail"]
+    assert client.post("/api/read", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_explain_returns_an_occlusion_map_that_lights_the_ink(client, digits):
+    r = client.post("/api/predict?explain=true&input=true", json={"pixels": digits[0][2].tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    why, x = np.array(body["explain"]), np.array(body["input"])
+    assert why.shape == (28, 28) and why[x > 0.2].mean() > 3 * max(why[x <= 0.2].mean(), 1e-6)
+    assert "explain" not in client.post("/api/predict", json={"pixels": digits[0][2].tolist()}).json()
+    read = client.post("/api/read?explain=true", json={"pixels": digits[0][2].tolist()}).json()
+    assert np.array(read["digits"][0]["explain"]).shape == (28, 28)
 
 
 # --- every error path: 4xx with a specific message, never 500 ------------------------------------------

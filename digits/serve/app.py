@@ -1,5 +1,6 @@
-"""The FastAPI app: the drawing page, health and readiness, the model's description, and prediction of one
-picture or a batch, every answer calibrated and accepted or refused (digits.confidence).
+"""The FastAPI app: the drawing page, health and readiness, the model's description, prediction of one
+picture or a batch, and reading a whole number, every answer calibrated and accepted or refused
+(digits.confidence).
 
 Endpoints are plain `def` functions: FastAPI runs them in its thread pool, so CPU-bound preprocessing and
 inference never block the event loop.
@@ -19,6 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from digits import DigitsError
 from digits.confidence import Calibration
 from digits.mnistify import BadInput
+from digits.numbers import MAX_DIGITS, split_number
+from digits.occlusion import occlusion_map
 from digits.runtime import BadOutput, Predictor, bundle_calibration, load_predictor, servable_file
 from digits.serve.inputs import ClientGone, Inputs, read_batch, read_item
 from digits.serve.limits import Limits
@@ -32,12 +35,18 @@ from digits.serve.schema import (
     Item,
     ModelInfo,
     Prediction,
+    Reading,
     error_responses,
     problem,
 )
 from digits.shapes import NUM_CLASSES
 
 STATIC = Path(__file__).parent.parent / "static"
+INPUT = "add the 28x28 model input"
+EXPLAIN = (
+    "add the occlusion map: per pixel of the model input, how much hiding it (a 6x6 black patch) lowers "
+    "the answer's probability"
+)
 
 
 def resolve_calibration(
@@ -96,6 +105,7 @@ def create_app(
     inputs = Inputs(limits)  # one set of decode slots for both endpoints
     _add_predict_route(app, inputs, in_use)
     _add_batch_route(app, inputs, in_use, limits)
+    _add_read_route(app, inputs, in_use)
     return app
 
 
@@ -189,20 +199,72 @@ def _add_predict_route(app: FastAPI, prepare: Inputs, calibration: Calibration) 
         openapi_extra=PREDICT_BODY,
         responses={200: {"model": Prediction}, **error_responses(400, 408, 413, 415, 422, 503)},
         description=f"One picture -> the digit, the 10 calibrated probabilities, whether the answer is "
-        f"accepted (else why not) (and with ?input=true the 28x28 model input). {CONTENT_ERRORS}",
+        f"accepted (else why not); on request the 28x28 model input and why (an occlusion map). "
+        f"{CONTENT_ERRORS}",
     )
     def predict(
         request: Request,
         item: Annotated[bytes | Item, Depends(read_item)],
         model: Annotated[Predictor, Depends(get_predictor)],
-        with_input: Annotated[bool, Query(alias="input", description="add the 28x28 model input")] = False,
+        with_input: Annotated[bool, Query(alias="input", description=INPUT)] = False,
+        explain: Annotated[bool, Query(description=EXPLAIN)] = False,
     ) -> JSONResponse:
         x = prepare(request, [item], lambda i: "")[0]
         body = {**_results(model(x[None]), calibration)[0], "model": model.sha}
-        if with_input:  # the page draws it as a preview; API clients rarely want it
-            body["input"] = np.round(x, 3).tolist()
+        _add_views(body, x, model, calibration, with_input, explain)
         # Plain JSON types already: a JSONResponse skips FastAPI's per-element encoder (slow for `input`).
         return JSONResponse(body)
+
+
+def _add_read_route(app: FastAPI, prepare: Inputs, calibration: Calibration) -> None:
+    @app.post(
+        "/api/read",
+        openapi_extra=PREDICT_BODY,
+        responses={200: {"model": Reading}, **error_responses(400, 408, 413, 415, 422, 503)},
+        description=f'A picture of a number written on one line ("2026") -> the number read and, per digit '
+        f"left to right, its box in the picture and the answer /api/predict would give for it alone. At most "
+        f"{MAX_DIGITS} digits. {CONTENT_ERRORS}",
+    )
+    def read(
+        request: Request,
+        item: Annotated[bytes | Item, Depends(read_item)],
+        model: Annotated[Predictor, Depends(get_predictor)],
+        with_input: Annotated[bool, Query(alias="input", description=INPUT)] = False,
+        explain: Annotated[bool, Query(description=EXPLAIN)] = False,
+    ) -> JSONResponse:
+        def score(x: np.ndarray) -> np.ndarray:  # which cuts of touching digits read best
+            return calibration.apply(model(x)).max(axis=1)
+
+        found = prepare.each(request, [item], lambda i: "", lambda gray: split_number(gray, score))[0]
+        x = np.stack([d.image for d in found])
+        digits = []
+        for result, digit, image in zip(_results(model(x), calibration), found, x, strict=True):
+            digits.append({**result, "box": list(digit.box)})
+            _add_views(digits[-1], image, model, calibration, with_input, explain)
+        return JSONResponse(
+            {
+                "number": "".join(str(d["digit"]) for d in digits),
+                "accepted": all(d["accepted"] for d in digits),
+                "digits": digits,
+                "model": model.sha,
+            }
+        )
+
+
+def _add_views(
+    body: dict[str, Any],
+    x: np.ndarray,
+    model: Predictor,
+    calibration: Calibration,
+    with_input: bool,
+    explain: bool,
+) -> None:
+    """What the page draws, on request: the 28x28 model input and the occlusion map of the answer."""
+    if with_input:  # API clients rarely want it
+        body["input"] = np.round(x, 3).tolist()
+    if explain:
+        why = occlusion_map(lambda batch: calibration.apply(model(batch)), x, body["digit"])
+        body["explain"] = np.round(why, 4).tolist()
 
 
 def _add_batch_route(app: FastAPI, prepare: Inputs, calibration: Calibration, limits: Limits) -> None:

@@ -9,7 +9,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import HTTPException, Request
@@ -18,11 +18,13 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from digits.mnistify import BadInput, decode_image, mnistify, open_image, prepare_pixels
+from digits.mnistify import BadInput, decode_image, mnistify, open_image, pixels_to_array
 from digits.serve.limits import Limits
 from digits.serve.middleware import DISCONNECTED
 from digits.serve.schema import DATA_URL_HEADER, Batch, Item
 from digits.shapes import SIDE
+
+T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -119,6 +121,16 @@ class Inputs:
         self, request: Request, items: Sequence[bytes | Item], prefix: Callable[[int], str]
     ) -> np.ndarray:
         """The (n, 28, 28) model inputs; `prefix(i)` starts the message of an error in item i."""
+        return np.stack(self.each(request, items, prefix, mnistify))
+
+    def each(
+        self,
+        request: Request,
+        items: Sequence[bytes | Item],
+        prefix: Callable[[int], str],
+        prepare: Callable[[np.ndarray], T],
+    ) -> list[T]:
+        """`prepare` of each picture as a grayscale (h, w) array in [0, 1] (28x28 for `pixels`)."""
         opened = self._open(items, prefix)
         gone = request.scope.get(DISCONNECTED) or threading.Event()
         inputs = []
@@ -129,12 +141,12 @@ class Inputs:
             try:
                 if isinstance(source, Image.Image):
                     with self._slot():
-                        inputs.append(mnistify(decode_image(source)))
+                        inputs.append(prepare(decode_image(source)))
                 else:
-                    inputs.append(prepare_pixels(source))
+                    inputs.append(prepare(pixels_to_array(source)))
             except BadInput as e:
                 raise BadInput(f"{prefix(i)}{e}") from None
-        return np.stack(inputs)
+        return inputs
 
     def _open(
         self, items: Sequence[bytes | Item], prefix: Callable[[int], str]

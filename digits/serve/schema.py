@@ -105,6 +105,11 @@ _UNSURE = {
     "reason": "unsure between 4 and 9",
 }
 _MODEL_SHA = "665bf96ea53a"
+EXPLAIN_FIELD = (
+    "with ?explain=true, the 28x28 occlusion map: per pixel, the mean drop of the answered digit's "
+    "calibrated probability when a 6x6 black patch covering it hides the picture (positive: the model "
+    "relied on it)"
+)
 
 
 class Result(BaseModel):
@@ -145,6 +150,39 @@ class Prediction(Result):
     )
     model: str = Field(description="the first 12 hex digits of the model file's sha256")
     input: list[list[float]] | None = Field(None, description="the 28x28 model input, with ?input=true")
+    explain: list[list[float]] | None = Field(None, description=EXPLAIN_FIELD)
+
+
+class ReadDigit(Result):
+    """One digit of a number: its answer, as /api/predict gives it, and where it is."""
+
+    box: list[int] = Field(
+        min_length=4,
+        max_length=4,
+        description="left, top, width, height of the digit's ink, in pixels of the picture as read (one over "
+        "1024 pixels a side is first shrunk to 1024)",
+    )
+    input: list[list[float]] | None = Field(None, description="the 28x28 model input, with ?input=true")
+    explain: list[list[float]] | None = Field(None, description=EXPLAIN_FIELD)
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "number": "79",
+                    "accepted": False,
+                    "digits": [{**_ACCEPTED, "box": [12, 20, 40, 72]}, {**_UNSURE, "box": [70, 18, 44, 75]}],
+                    "model": _MODEL_SHA,
+                }
+            ]
+        }
+    )
+    number: str = Field(pattern="^[0-9]+$", description="the most probable digit of each, left to right")
+    accepted: bool = Field(description="every digit accepted: trust `number` only then")
+    digits: list[ReadDigit] = Field(min_length=1, description="left to right")
+    model: str = Field(description="the first 12 hex digits of the model file's sha256")
 
 
 class BatchPrediction(BaseModel):
