@@ -278,3 +278,91 @@ def test_an_unsure_answer_shows_the_two_candidates(page):
     assert [candidates.nth(i).get_attribute("data-digit") for i in range(2)] == ["4", "9"]
     color = page.evaluate("getComputedStyle(document.getElementById('digit')).color")
     assert color == "rgb(242, 193, 78)"  # style.css's --unsure, not the accepted blue
+
+
+RED_PIXELS = """(selector) => {
+    const d = document.querySelector(selector).getContext("2d").getImageData(0, 0, 28, 28).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] - d[i + 1] > 60) n++;
+    return n;
+}"""
+
+
+def red_pixels(page: Page, selector: str = "#preview") -> int:
+    """Pixels of a 28x28 canvas tinted red (the occlusion map's colour), not grey."""
+    return page.evaluate(RED_PIXELS, selector)
+
+
+def test_show_why_tints_the_ink_the_answer_relied_on(page):
+    draw(page, [(0.25, 0.2), (0.5, 0.2), (0.75, 0.2), (0.6, 0.5), (0.45, 0.85)])
+    expect(page.locator("#digit")).to_have_text("7")
+    settled(page)
+    assert red_pixels(page) == 0 and preview_ink(page) > 0
+    page.click("#why")  # the drawing is sent again, with ?explain=true
+    expect(page.locator("#why")).to_have_attribute("aria-pressed", "true")
+    settled(page)
+    assert red_pixels(page) > 10
+    page.click("#why")
+    settled(page)
+    assert red_pixels(page) == 0 and preview_ink(page) > 0
+
+
+def test_a_number_is_written_on_the_wide_canvas_and_read(page):
+    page.click("#mode")
+    expect(page.locator("#mode")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#title")).to_have_text("Write a number")
+    size = page.evaluate(
+        "() => [document.getElementById('pad').width, document.getElementById('pad').height]"
+    )
+    assert size == [840, 280]
+    one = [(0.15, 0.15), (0.15, 0.5), (0.15, 0.85)]  # fractions of the wide canvas: x across 840 px
+    seven = [(0.4, 0.2), (0.5, 0.2), (0.6, 0.2), (0.55, 0.5), (0.5, 0.85)]
+    four = [(0.75, 0.15), (0.7, 0.55), (0.85, 0.55)], [(0.82, 0.3), (0.82, 0.85)]
+    draw(page, one, seven, *four)
+    expect(page.locator("#digit")).to_have_text("174")
+    settled(page)
+    expect(page.locator("#result")).to_have_attribute("data-state", "accepted")
+    expect(page.locator("#verdict")).to_have_text("Read 174")
+    cards = page.locator(".read-digit")
+    expect(cards).to_have_count(3)
+    expect(cards.nth(1).locator("figcaption")).to_have_text(re.compile(r"^7 \d{1,3}%$"))
+    page.click("#why")
+    settled(page)
+    assert red_pixels(page, ".read-digit canvas") > 5
+    page.click("#mode")  # back to one digit: the canvas square and empty again
+    expect(page.locator("#title")).to_have_text("Draw a digit")
+    expect(cards).to_have_count(0)
+    assert page.evaluate("() => document.getElementById('pad').width") == 280
+    expect(page.locator("#result")).to_have_attribute("data-state", "empty")
+
+
+def test_a_number_with_a_doubtful_digit_says_so(page):
+    """Stubbed answer, as for one unsure digit: which digits are doubtful shows on their cards."""
+    sure = {
+        "digit": 2,
+        "probabilities": [0.0, 0.0, 1.0] + [0.0] * 7,
+        "accepted": True,
+        "confidence": 0.99,
+        "reason": None,
+        "box": [10, 10, 60, 90],
+        "input": [[0.0] * 28] * 28,
+    }
+    doubt = {
+        **sure,
+        "digit": 4,
+        "probabilities": [0.0] * 4 + [0.5] + [0.0] * 4 + [0.5],
+        "accepted": False,
+        "confidence": 0.5,
+        "reason": "unsure between 4 and 9",
+        "box": [90, 10, 60, 90],
+    }
+    reading = {"number": "24", "accepted": False, "digits": [sure, doubt], "model": "0123456789ab"}
+    page.click("#mode")
+    page.route("**/api/read*", lambda route: route.fulfill(json=reading))
+    draw(page, [(0.2, 0.2), (0.2, 0.8)])
+    settled(page)
+    expect(page.locator("#digit")).to_have_text("2?")
+    expect(page.locator("#result")).to_have_attribute("data-state", "unsure")
+    expect(page.locator("#verdict")).to_contain_text("Not sure of 1 of 2 digits")
+    expect(page.locator(".read-digit").nth(1)).to_have_attribute("data-state", "unsure")
+    expect(page.locator(".read-digit").nth(1).locator("figcaption")).to_have_text("4 or 9?")

@@ -1,5 +1,7 @@
 // Draw on the canvas, send it to /api/predict while drawing, show the digit, the bars and the model input.
 // An answer the server did not accept is shown as such: "not a digit", or the two digits it is unsure of.
+// "Write a number" widens the canvas and sends it to /api/read: one card per digit read. "Show why" asks
+// for the occlusion map and tints the model input red where the answer relied on the ink.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -10,10 +12,14 @@ const digitEl = document.getElementById("digit");
 const verdictEl = document.getElementById("verdict");
 const statusEl = document.getElementById("status");
 const barsEl = document.getElementById("bars");
+const digitsEl = document.getElementById("digits");
+const modeButton = document.getElementById("mode");
+const whyButton = document.getElementById("why");
 
 const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
 const DEBOUNCE_MS = 150;
 const UNDO_STEPS = 30; // strokes Undo can take back (a 280x280 snapshot each, 300 KB)
+const NUMBER_WIDTH = 840; // px: the canvas in number mode, three digits' widths by one tall
 const UPLOAD_SIDE = 1024; // px: bigger uploads are shrunk here first (phone photos exceed the 2 MiB limit)
 
 let drawing = false; // a pointer is down
@@ -25,6 +31,8 @@ let again = false; // ... and one more when it returns if the drawing changed me
 const undoStack = []; // the canvas before each stroke, the latest last
 const undoButton = document.getElementById("undo");
 let generation = 0; // bumped by Clear/upload so late answers for an old drawing are ignored
+let numberMode = false; // the wide canvas, read by /api/read
+let explain = false; // ask for the occlusion map
 
 // One row per class: <div class="bar" data-digit="d"><span>d</span><div class="track"><div class="fill">
 const bars = [];
@@ -52,13 +60,69 @@ function stateOf(result) {
   return result.reason === "not a digit" ? "rejected" : "unsure";
 }
 
+// The two most probable digits, most probable first.
+function candidates(result) {
+  return result.probabilities.map((p, d) => [p, d]).sort((a, b) => b[0] - a[0]).map(([, d]) => d);
+}
+
+// The 28x28 model input in grey; with an occlusion map, red where hiding the ink lowered the answer most.
+function drawInput(target, input, why) {
+  target.clearRect(0, 0, 28, 28);
+  if (!input) return;
+  const img = target.createImageData(28, 28);
+  const support = why ? why.flat() : null;
+  const strongest = support ? Math.max(1e-6, ...support) : 1;
+  input.flat().forEach((v, i) => {
+    const a = support ? 0.85 * Math.min(1, Math.max(0, support[i] / strongest)) : 0;
+    const grey = v * 255 * (1 - a);
+    img.data.set([grey + 255 * a, grey + 40 * a, grey + 40 * a, 255], i * 4);
+  });
+  target.putImageData(img, 0, 0);
+}
+
+function show(data) {
+  if (numberMode) showReading(data);
+  else showResult(data);
+}
+
+// One digit of a number, in words: "7 99%", "4 or 9?", "not a digit".
+function describe(result) {
+  const state = stateOf(result);
+  if (state === "accepted") return `${result.digit} ${Math.floor(result.confidence * 100)}%`;
+  if (state === "unsure") return `${candidates(result).slice(0, 2).join(" or ")}?`;
+  return "not a digit";
+}
+
+function showReading(reading) {
+  digitsEl.replaceChildren();
+  resultEl.dataset.state = !reading ? "empty" : reading.accepted ? "accepted" : "unsure";
+  digitEl.textContent = reading ? reading.digits.map((d) => (d.accepted ? d.digit : "?")).join("") : "";
+  if (!reading) {
+    verdictEl.textContent = "";
+    return;
+  }
+  const doubtful = reading.digits.filter((d) => !d.accepted).length;
+  verdictEl.textContent = doubtful
+    ? `Not sure of ${doubtful} of ${reading.digits.length} digits: write them apart and clearly.`
+    : `Read ${reading.number}`;
+  for (const result of reading.digits) {
+    const card = document.createElement("figure");
+    card.className = "read-digit";
+    card.dataset.state = stateOf(result);
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 28;
+    drawInput(canvas.getContext("2d"), result.input, result.explain);
+    const caption = document.createElement("figcaption");
+    caption.textContent = describe(result);
+    card.append(canvas, caption);
+    digitsEl.append(card);
+  }
+}
+
 function showResult(result) {
   const state = stateOf(result);
   resultEl.dataset.state = state;
-  // The two most probable digits, most probable first.
-  const [first, second] = result
-    ? result.probabilities.map((p, d) => [p, d]).sort((a, b) => b[0] - a[0]).map(([, d]) => d)
-    : [];
+  const [first, second] = result ? candidates(result) : [];
   if (state === "accepted") {
     digitEl.textContent = String(result.digit);
     // Floored: a calibrated 0.996 is "99% sure", never a rounded-up 100%.
@@ -81,14 +145,7 @@ function showResult(result) {
     bar.row.classList.toggle("top", Boolean(result) && d === result.digit);
     bar.row.classList.toggle("candidate", state === "unsure" && (d === first || d === second));
   });
-  preview.clearRect(0, 0, 28, 28);
-  if (result) {
-    const img = preview.createImageData(28, 28);
-    result.input.flat().forEach((v, i) => {
-      img.data.set([v * 255, v * 255, v * 255, 255], i * 4);
-    });
-    preview.putImageData(img, 0, 0);
-  }
+  drawInput(preview, result?.input, result?.explain);
 }
 
 function setStatus(text, isError = false) {
@@ -101,14 +158,16 @@ async function send(body, headers = {}) {
   // Busy until the answer for the latest drawing is shown: screen readers (and tests) wait for it.
   resultEl.setAttribute("aria-busy", "true");
   try {
-    const response = await fetch("/api/predict?input=true", { method: "POST", body, headers });
+    const query = `?input=true${explain ? "&explain=true" : ""}`;
+    const path = numberMode ? "/api/read" : "/api/predict";
+    const response = await fetch(path + query, { method: "POST", body, headers });
     const data = await response.json();
     if (mine !== generation) return;
     if (response.ok) {
-      showResult(data);
+      show(data);
       setStatus(`model ${data.model}`);
     } else {
-      showResult(null);
+      show(null);
       setStatus(typeof data.detail === "string" ? data.detail : `error ${response.status}`, true);
     }
   } catch (err) {
@@ -194,10 +253,27 @@ function clearPad() {
   undoStack.length = 0;
   undoButton.disabled = true;
   resetPad();
-  showResult(null);
+  show(null);
   setStatus("Draw with a mouse, pen or finger.");
 }
 document.getElementById("clear").addEventListener("click", clearPad);
+
+modeButton.addEventListener("click", () => {
+  numberMode = !numberMode;
+  const mode = numberMode ? "number" : "digit";
+  modeButton.setAttribute("aria-pressed", String(numberMode));
+  pad.closest(".pad").dataset.mode = resultEl.dataset.mode = mode;
+  document.getElementById("title").textContent = numberMode ? "Write a number" : "Draw a digit";
+  pad.width = numberMode ? NUMBER_WIDTH : pad.height; // resizing empties the canvas
+  digitsEl.replaceChildren();
+  clearPad();
+});
+
+whyButton.addEventListener("click", () => {
+  explain = !explain;
+  whyButton.setAttribute("aria-pressed", String(explain));
+  predictDrawing(); // the drawing again, with or without the map
+});
 
 // Back to the canvas before the last stroke; before the first one, that is an empty pad.
 function undo() {
