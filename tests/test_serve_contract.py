@@ -8,6 +8,7 @@ express: a picture that does not decode, is too big, or is blank.
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from digits.runtime import load_predictor
-from digits.serve import create_app
+from digits.serve import Limits, create_app
 
 # What a 422 for a schema-valid body may say (digits.mnistify and digits.serve word them so).
 CONTENT_ERRORS = re.compile(
@@ -29,7 +30,14 @@ CONTENT_ERRORS = re.compile(
 # The schema is read at collection (no model needed for /openapi.json); the model is loaded for the test.
 # With the fixture bundle's rejection metadata as flags, generated pictures are also refused, so refused
 # answers (`accepted` false, a `reason`) are held to the schema too.
-app = create_app(Path(__file__).parent / "fixtures" / "model-small.keras", calibration=FIXTURE_CALIBRATION)
+# It collects corrections (into a folder removed at the end), so that /api/feedback stores valid ones.
+COLLECTED = tempfile.TemporaryDirectory()
+app = create_app(
+    Path(__file__).parent / "fixtures" / "model-small.keras",
+    calibration=FIXTURE_CALIBRATION,
+    limits=Limits(feedback_per_minute=1000),
+    collect=COLLECTED.name,
+)
 # A request that breaks the schema must be refused. schemathesis' list of refusals lacks 413, which is how a
 # batch over maxItems (or a body over 2 MiB) is refused, before its items are read: documented, so allowed.
 REFUSALS = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
@@ -44,6 +52,7 @@ def model_loaded(small_model_path):
     app.state.predictor = load_predictor(small_model_path)
     yield
     app.state.predictor = None
+    COLLECTED.cleanup()
 
 
 @schemathesis.check

@@ -19,23 +19,27 @@ from fastapi.staticfiles import StaticFiles
 
 from digits import DigitsError
 from digits.confidence import Calibration
-from digits.mnistify import BadInput
+from digits.feedback import Collector, FeedbackRefused
+from digits.mnistify import BadInput, mnistify
 from digits.numbers import MAX_DIGITS, split_number
 from digits.occlusion import occlusion_map
 from digits.runtime import BadOutput, Predictor, bundle_calibration, load_predictor, servable_file
-from digits.serve.inputs import ClientGone, Inputs, read_batch, read_item
+from digits.serve.inputs import ClientGone, Inputs, read_batch, read_correction, read_item
 from digits.serve.limits import Limits
 from digits.serve.middleware import Guard, LimitBody
 from digits.serve.schema import (
     BATCH_BODY,
     CONTENT_ERRORS,
+    FEEDBACK_BODY,
     PREDICT_BODY,
     Batch,
     BatchPrediction,
+    Correction,
     Item,
     ModelInfo,
     Prediction,
     Reading,
+    Stored,
     error_responses,
     problem,
 )
@@ -71,9 +75,11 @@ def create_app(
     predictor: Predictor | None = None,
     calibration: Mapping[str, float] | None = None,
     limits: Limits = Limits(),  # noqa: B008 (frozen: sharing the default is safe)
+    collect: str | Path | None = None,
 ) -> FastAPI:
     """The app; the model is loaded and warmed up at startup (lifespan), /ready says when that is done.
 
+    `collect`: a folder to store corrections in (POST /api/feedback; None: they are refused).
     `threads`: LiteRT kernel threads (default: the CPUs, at most 4). `predictor`: one already loaded (the
     CLI loads it first, so a bad model file is one line of error, not a traceback). `calibration`: any of
     Calibration's values (temperature, threshold, unsure_mass, digit_threshold) to use instead of the
@@ -94,6 +100,7 @@ def create_app(
     app.state.predictor = predictor  # ready at once if given (the lifespan sets it anyway)
     app.state.calibration, app.state.calibration_source = in_use, source
     app.state.limits = limits
+    collector = Collector(collect, limits.feedback_items, limits.feedback_per_minute) if collect else None
     app.add_middleware(
         LimitBody, max_bytes=limits.max_body, timeout=limits.body_timeout, max_buffered=limits.max_buffered
     )
@@ -101,16 +108,18 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _publish_request_bodies(app)
     _add_error_handlers(app)
-    _add_status_routes(app, in_use, source)
+    _add_status_routes(app, in_use, source, collecting=collector is not None)
     inputs = Inputs(limits)  # one set of decode slots for both endpoints
     _add_predict_route(app, inputs, in_use)
     _add_batch_route(app, inputs, in_use, limits)
     _add_read_route(app, inputs, in_use)
+    _add_feedback_route(app, inputs, collector)
     return app
 
 
 def _publish_request_bodies(app: FastAPI) -> None:
-    """The bodies are parsed by read_item/read_batch, so FastAPI does not list their schemas itself."""
+    """The bodies are parsed by read_item/read_batch/read_correction, so FastAPI does not list their
+    schemas itself."""
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -118,6 +127,7 @@ def _publish_request_bodies(app: FastAPI) -> None:
             spec = generate_openapi()
             batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
             spec["components"]["schemas"].update(batch.pop("$defs"), Batch=batch)
+            spec["components"]["schemas"]["Correction"] = Correction.model_json_schema()
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -141,7 +151,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         # One readable line per problem instead of pydantic's nested structure.
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        ]
         return problem(422, "; ".join(lines))
 
 
@@ -152,7 +165,9 @@ def get_predictor(request: Request) -> Predictor:
     return predictor
 
 
-def _add_status_routes(app: FastAPI, calibration: Calibration, source: Mapping[str, str]) -> None:
+def _add_status_routes(
+    app: FastAPI, calibration: Calibration, source: Mapping[str, str], collecting: bool
+) -> None:
     """The page, health, readiness and the model's description."""
 
     @app.get("/", include_in_schema=False)
@@ -190,6 +205,7 @@ def _add_status_routes(app: FastAPI, calibration: Calibration, source: Mapping[s
             "precision": model.precision,
             "classes": NUM_CLASSES,
             "calibration": {**calibration.as_dict(), "source": source},
+            "collecting": collecting,
         }
 
 
@@ -249,6 +265,59 @@ def _add_read_route(app: FastAPI, prepare: Inputs, calibration: Calibration) -> 
                 "model": model.sha,
             }
         )
+
+
+def _add_feedback_route(app: FastAPI, prepare: Inputs, collector: Collector | None) -> None:
+    off = "this server does not collect corrections (start it with --collect DIR to store them)"
+
+    @app.post(
+        "/api/feedback",
+        status_code=201,
+        openapi_extra=FEEDBACK_BODY,
+        responses={
+            201: {"model": Stored},
+            **error_responses(
+                400,
+                403,
+                408,
+                413,
+                415,
+                422,
+                429,
+                503,
+                507,
+                said={
+                    403: off,
+                    429: "more corrections a minute than the server stores (see Retry-After)",
+                    507: "the collection is full",
+                },
+            ),
+        },
+        description='What a picture really was ("Wrong? It was a ..." on the page): the picture, '
+        "re-encoded in grey at most 512 pixels a side, and one JSON line (label, the answer, the model, the "
+        "time; nothing about the client) are stored in the server's --collect folder for review. Off "
+        f"unless the server runs with --collect: then 403. {CONTENT_ERRORS}",
+    )
+    def feedback(
+        request: Request,
+        correction: Annotated[Correction, Depends(read_correction)],
+        model: Annotated[Predictor, Depends(get_predictor)],
+    ) -> JSONResponse:
+        if collector is None:
+            return problem(403, off)
+        gray = prepare.each(request, [Item(image=correction.image)], lambda i: "", _inked)[0]
+        try:
+            name = collector.store(gray, correction.label, correction.answered, correction.model or model.sha)
+        except FeedbackRefused as e:
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+            return problem(e.status, str(e), headers)
+        return JSONResponse({"stored": name}, status_code=201)
+
+
+def _inked(gray: np.ndarray) -> np.ndarray:
+    """The picture as it is, once it is known to hold a digit's worth of ink (EmptyInput otherwise)."""
+    mnistify(gray)
+    return gray
 
 
 def _add_views(

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from digits.mnistify import BadInput, decode_image, mnistify, open_image, pixels_to_array
 from digits.serve.limits import Limits
 from digits.serve.middleware import DISCONNECTED
-from digits.serve.schema import DATA_URL_HEADER, Batch, Item
+from digits.serve.schema import DATA_URL_HEADER, Batch, Correction, Item
 from digits.shapes import SIDE
 
 T = TypeVar("T")
@@ -97,6 +97,14 @@ async def read_item(request: Request) -> bytes | Item:
         f"content type {content_type or '(none)'!r}: send the image as multipart/form-data (field "
         "`file`) or JSON {image|pixels}",
     )
+
+
+async def read_correction(request: Request) -> Correction:
+    """The body of /api/feedback: JSON only, one picture."""
+    content_type = _content_type(request)
+    if content_type != "application/json":
+        raise HTTPException(415, f'content type {content_type or "(none)"!r}: send JSON {{"image", "label"}}')
+    return await _parse_json(request, Correction, 1)
 
 
 async def read_batch(request: Request) -> Batch:

@@ -22,6 +22,9 @@ BODY_TIMEOUT = 20.0  # seconds for the whole body to arrive (2 MiB at 1 Mbit/s t
 # ones (digits.serve.middleware.Arrivals), so held connections cannot shut others out.
 MAX_BUFFERED = 32 * MAX_BODY
 HEADER_TIMEOUT = 10.0  # seconds for the request line and headers to arrive
+# With --collect: corrections stored in all, and a minute, by all workers together (digits.feedback).
+FEEDBACK_ITEMS = 10_000
+FEEDBACK_PER_MINUTE = 30
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Limits:
     body_timeout: float = BODY_TIMEOUT
     max_buffered: int = MAX_BUFFERED
     header_timeout: float = HEADER_TIMEOUT
+    feedback_items: int = FEEDBACK_ITEMS
+    feedback_per_minute: int = FEEDBACK_PER_MINUTE
     allowed_hosts: Sequence[str] | None = None
 
     def __post_init__(self) -> None:

@@ -4,11 +4,12 @@ each operation documents, and the request bodies the endpoints parse themselves 
 Changing anything here changes the OpenAPI document (tests/fixtures/openapi.json holds the published one).
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from digits.feedback import check_label
 from digits.mnistify import MAX_PIXELS
 from digits.serve.limits import MAX_ITEMS, MAX_REQUEST_PIXELS
 
@@ -66,6 +67,46 @@ class Item(BaseModel):
     # pydantic, for messages that name the actual problem.
     image: str = None  # type: ignore[assignment]
     pixels: list[Any] = None  # type: ignore[assignment]
+
+
+def _digit_or_none(value: object) -> int | str:
+    """One readable message for a bad label (pydantic's would name both branches of the union)."""
+    try:
+        return check_label(value)
+    except ValueError as e:
+        raise ValueError(str(e).removeprefix("label ")) from None
+
+
+DigitOrNone = Annotated[
+    int | str,
+    BeforeValidator(_digit_or_none),
+    WithJsonSchema({"oneOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"const": "not a digit"}]}),
+]
+
+
+class Correction(BaseModel):
+    """What a picture really was, said by its user: stored only by a server run with --collect DIR."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"image": EXAMPLE_IMAGE, "label": 1, "answered": 7, "model": "665bf96ea53a"}]
+        },
+    )
+    image: str = Field(
+        description="the picture, as for /api/predict: a PNG, JPEG, WebP, GIF or BMP as a base64 data URL or "
+        "bare base64",
+        pattern=f"^({DATA_URL_HEADER},)?{BASE64}$",
+    )
+    label: DigitOrNone = Field(description='what it is: a digit 0..9, or "not a digit"')
+    answered: DigitOrNone | None = Field(None, description="what the server answered for it, if known")
+    model: str | None = Field(
+        None, pattern="^[0-9a-f]{12}$", description="the model that answered (a prediction's `model`)"
+    )
+
+
+class Stored(BaseModel):
+    stored: str = Field(description="the file name the picture was stored under in the collection folder")
 
 
 class Batch(BaseModel):
@@ -236,6 +277,7 @@ class ModelInfo(BaseModel):
                     "runtime": "LiteRT",
                     "precision": "int8",
                     "classes": 10,
+                    "collecting": False,
                     "calibration": {
                         "temperature": 1.42,
                         "threshold": 0.71,
@@ -258,6 +300,9 @@ class ModelInfo(BaseModel):
     precision: Literal["float32", "int8"] = Field(description="of the model's weights and activations")
     classes: int
     calibration: CalibrationInUse
+    collecting: bool = Field(
+        description="whether POST /api/feedback stores corrections (server run with --collect)"
+    )
 
 
 def error_responses(*statuses: int, said: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
@@ -302,6 +347,15 @@ PREDICT_BODY = _request_body(
         },
     },
     "one picture: an uploaded file (multipart, field `file`) or JSON with `image` or `pixels`",
+)
+FEEDBACK_BODY = _request_body(
+    {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/Correction"},
+            "example": {"image": EXAMPLE_IMAGE, "label": 1, "answered": 7},
+        }
+    },
+    "one picture and what it really was",
 )
 BATCH_BODY = _request_body(
     {

@@ -23,7 +23,7 @@ from digits import DigitsError, paths
 from digits.confidence import Calibration
 from digits.runtime import PRECISIONS, load_predictor, model_file
 from digits.serve.app import create_app
-from digits.serve.limits import BODY_TIMEOUT, HEADER_TIMEOUT, Limits
+from digits.serve.limits import BODY_TIMEOUT, FEEDBACK_ITEMS, FEEDBACK_PER_MINUTE, HEADER_TIMEOUT, Limits
 
 DEFAULT_MODELS = (paths.SERVING, paths.MODEL)  # the first that exists
 # Connections per worker: a held one costs a few KiB (bodies are bounded by Limits.max_buffered), so slow
@@ -179,6 +179,25 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds for a request's whole body to arrive, else 408 (default: %(default)s)",
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    parser.add_argument(
+        "--collect",
+        type=Path,
+        metavar="DIR",
+        help="store the corrections users send (POST /api/feedback, the page's 'Wrong?') in DIR for review "
+        "(default: off, they are refused)",
+    )
+    parser.add_argument(
+        "--collect-max",
+        type=int,
+        default=FEEDBACK_ITEMS,
+        help="corrections DIR may hold (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--collect-per-minute",
+        type=int,
+        default=FEEDBACK_PER_MINUTE,
+        help="corrections stored a minute, by all workers together (default: %(default)s)",
+    )
 
 
 def _add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,7 +214,7 @@ def _add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _checked_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, float]:
     """The calibration flags given; a usage error (exit 2) naming the flag for any value out of range."""
-    for name in ("workers", "limit_concurrency"):
+    for name in ("workers", "limit_concurrency", "collect_max", "collect_per_minute"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("timeout_keep_alive", "header_timeout", "body_timeout"):
@@ -221,7 +240,13 @@ def _limits(args: argparse.Namespace) -> Limits:
             f"note: listening on {args.host} and answering any Host header; consider --allowed-hosts",
             file=sys.stderr,
         )
-    return Limits(body_timeout=args.body_timeout, header_timeout=args.header_timeout, allowed_hosts=hosts)
+    return Limits(
+        body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
+        feedback_items=args.collect_max,
+        feedback_per_minute=args.collect_per_minute,
+        allowed_hosts=hosts,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         # With --workers each process loads its own copy; this one checks the file once for all of them.
         predictor = load_predictor(model)
         app = create_app(
-            model, predictor=predictor if args.workers == 1 else None, calibration=calibration, limits=limits
+            model,
+            predictor=predictor if args.workers == 1 else None,
+            calibration=calibration,
+            limits=limits,
+            collect=args.collect,
         )
     except DigitsError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -256,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving {model} ({runtime}) with {args.workers} worker(s)", file=sys.stderr, flush=True)
     said = ", ".join(f"{k} {v:g} ({source[k]})" for k, v in in_use.as_dict().items())
     print(f"calibration: {said}", file=sys.stderr, flush=True)
+    if args.collect:
+        print(
+            f"collecting corrections in {args.collect} (at most {limits.feedback_items}, "
+            f"{limits.feedback_per_minute} a minute)",
+            file=sys.stderr,
+            flush=True,
+        )
     os.environ[HEADER_TIMEOUT_ENV] = str(limits.header_timeout)
     _enough_files(args.limit_concurrency + 256)  # inherited by --workers processes
     options = {
@@ -273,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     # Each worker process builds its own app from the import string; kernel threads are shared out, so
     # that N workers do not each spin up a thread per core.
     threads = max(1, (os.cpu_count() or 1) // args.workers)
-    worker = {"model_path": str(model.resolve()), "threads": threads, "calibration": calibration}
+    worker = {
+        "model_path": str(model.resolve()),
+        "threads": threads,
+        "calibration": calibration,
+        "collect": args.collect and str(args.collect.resolve()),
+    }
     os.environ[OPTIONS_ENV] = json.dumps({**worker, "limits": dataclasses.asdict(limits)})
     return _run_workers(args.workers, options)
 
