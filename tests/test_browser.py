@@ -4,6 +4,7 @@ Chromium is a system package (`apt-get install chromium`; .ci/run installs it): 
 rather than skips, so CI cannot pass without having run it.
 """
 
+import json
 import re
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from helpers import SCRIBBLE, SEVEN, png
+from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
 from digits.idx import read_idx
@@ -366,3 +368,38 @@ def test_a_number_with_a_doubtful_digit_says_so(page):
     expect(page.locator("#verdict")).to_contain_text("Not sure of 1 of 2 digits")
     expect(page.locator(".read-digit").nth(1)).to_have_attribute("data-state", "unsure")
     expect(page.locator(".read-digit").nth(1).locator("figcaption")).to_have_text("4 or 9?")
+
+
+def test_a_correction_says_when_the_server_does_not_collect(page):
+    draw(page, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)])
+    expect(page.locator("#digit")).to_have_text("1")
+    settled(page)
+    expect(page.locator("#correct")).to_be_visible()
+    expect(page.locator("#correct-note")).to_have_text("This server does not collect corrections.")
+    expect(page.locator("#choices button")).to_have_count(11)
+    expect(page.locator('#choices button[data-label="7"]')).to_be_disabled()
+
+
+def test_a_correction_is_stored_by_a_collecting_server(browser, small_model_path, tmp_path):
+    with serving(create_app(small_model_path, collect=tmp_path / "collected")) as url:
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        try:
+            page.goto(url)
+            page.wait_for_load_state("networkidle")  # GET /api/model has said the server collects
+            draw(page, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)])
+            expect(page.locator("#digit")).to_have_text("1")
+            settled(page)
+            expect(page.locator("#correct-note")).to_have_text("")
+            page.click('#choices button[data-label="7"]')
+            expect(page.locator("#correct-note")).to_have_text("Thanks: kept for review as 000001.png.")
+            expect(page.locator('#choices button[data-label="7"]')).to_be_disabled()  # one per answer
+            page.click("#mode")  # whole numbers are not offered for correction
+            expect(page.locator("#correct")).to_be_hidden()
+        finally:
+            page.close()
+    (item,) = [
+        json.loads(line) for line in (tmp_path / "collected" / "labels.jsonl").read_text().splitlines()
+    ]
+    assert (item["file"], item["label"], item["answered"]) == ("000001.png", 7, 1)
+    stored = np.asarray(Image.open(tmp_path / "collected" / "000001.png"))
+    assert stored.shape == (280, 280) and stored.max() == 255  # the canvas as drawn: white ink on black

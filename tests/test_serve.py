@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -203,6 +204,38 @@ def test_explain_returns_an_occlusion_map_that_lights_the_ink(client, digits):
     assert "explain" not in client.post("/api/predict", json={"pixels": digits[0][2].tolist()}).json()
     read = client.post("/api/read?explain=true", json={"pixels": digits[0][2].tolist()}).json()
     assert np.array(read["digits"][0]["explain"]).shape == (28, 28)
+
+
+def test_corrections_are_refused_unless_the_server_collects(client, digits):
+    body = {"image": data_url(png(digits[0][0])), "label": 1, "answered": int(digits[1][0])}
+    r = client.post("/api/feedback", json=body)
+    assert r.status_code == 403 and "--collect DIR" in r.json()["detail"]
+    assert client.get("/api/model").json()["collecting"] is False
+
+
+def test_a_collecting_server_stores_a_correction(small_model_path, digits, tmp_path):
+    app = create_app(small_model_path, collect=tmp_path / "collected", limits=Limits(feedback_per_minute=2))
+    with TestClient(app) as c:
+        assert c.get("/api/model").json()["collecting"] is True
+        body = {"image": data_url(png(digits[0][0])), "label": "not a digit", "answered": 7}
+        first = c.post("/api/feedback", json=body)
+        assert first.status_code == 201 and first.json() == {"stored": "000001.png"}
+        assert c.post("/api/feedback", json={**body, "label": 7, "model": "0123456789ab"}).status_code == 201
+        busy = c.post("/api/feedback", json=body)
+        assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+        bad = c.post("/api/feedback", json={**body, "label": 12})
+        assert (
+            bad.status_code == 422
+            and bad.json()["detail"] == 'label: must be a digit 0..9 or "not a digit", got 12'
+        )
+        blank = c.post("/api/feedback", json={**body, "image": data_url(png(np.zeros((28, 28), np.uint8)))})
+        assert blank.status_code == 422 and "blank" in blank.json()["detail"]
+    items = [json.loads(line) for line in (tmp_path / "collected" / "labels.jsonl").read_text().splitlines()]
+    sha = hashlib.sha256(small_model_path.read_bytes()).hexdigest()[:12]
+    assert [(i["label"], i["answered"], i["model"]) for i in items] == [
+        ("not a digit", 7, sha),
+        (7, 7, "0123456789ab"),
+    ]
 
 
 # --- every error path: 4xx with a specific message, never 500 ------------------------------------------

@@ -1,5 +1,7 @@
 // Draw on the canvas, send it to /api/predict while drawing, show the digit, the bars and the model input.
 // An answer the server did not accept is shown as such: "not a digit", or the two digits it is unsure of.
+// "Wrong? It was a ..." sends a drawing's correct label to /api/feedback, which stores it only on a server
+// run with --collect DIR (GET /api/model says; the page says so when it does not).
 // "Write a number" widens the canvas and sends it to /api/read: one card per digit read. "Show why" asks
 // for the occlusion map and tints the model input red where the answer relied on the ink.
 "use strict";
@@ -15,6 +17,8 @@ const barsEl = document.getElementById("bars");
 const digitsEl = document.getElementById("digits");
 const modeButton = document.getElementById("mode");
 const whyButton = document.getElementById("why");
+const correctEl = document.getElementById("correct");
+const noteEl = document.getElementById("correct-note");
 
 const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
 const DEBOUNCE_MS = 150;
@@ -33,6 +37,20 @@ const undoButton = document.getElementById("undo");
 let generation = 0; // bumped by Clear/upload so late answers for an old drawing are ignored
 let numberMode = false; // the wide canvas, read by /api/read
 let explain = false; // ask for the occlusion map
+let collecting = false; // the server stores corrections (GET /api/model)
+let sentImage = null; // the drawing's PNG data URL as last sent, for a correction
+let answered = null; // {image, answered, model} of the answer shown, for a correction
+
+// "Wrong? It was a": one button per digit and one for "not a digit".
+const choices = [...Array(10).keys(), "not a digit"].map((label) => {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = String(label);
+  button.dataset.label = String(label);
+  button.addEventListener("click", () => sendCorrection(label));
+  document.getElementById("choices").appendChild(button);
+  return button;
+});
 
 // One row per class: <div class="bar" data-digit="d"><span>d</span><div class="track"><div class="fill">
 const bars = [];
@@ -95,6 +113,7 @@ function describe(result) {
 
 function showReading(reading) {
   digitsEl.replaceChildren();
+  offerCorrection(null); // corrections are for one digit
   resultEl.dataset.state = !reading ? "empty" : reading.accepted ? "accepted" : "unsure";
   digitEl.textContent = reading ? reading.digits.map((d) => (d.accepted ? d.digit : "?")).join("") : "";
   if (!reading) {
@@ -119,9 +138,45 @@ function showReading(reading) {
   }
 }
 
+// The correction row under an answer for a drawing: live when the server collects, else a note saying not.
+function offerCorrection(result) {
+  answered = result && sentImage ? { image: sentImage, model: result.model } : null;
+  if (answered) {
+    const state = stateOf(result);
+    answered.answered = state === "rejected" ? "not a digit" : result.digit;
+  }
+  correctEl.hidden = !answered;
+  choices.forEach((button) => (button.disabled = !collecting));
+  noteEl.textContent = collecting ? "" : "This server does not collect corrections.";
+}
+
+async function sendCorrection(label) {
+  if (!answered || !collecting) return;
+  const mine = answered;
+  choices.forEach((button) => (button.disabled = true));
+  noteEl.textContent = "sending ...";
+  try {
+    const response = await fetch("/api/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...mine, label }),
+    });
+    const data = await response.json();
+    if (mine !== answered) return; // the drawing changed meanwhile
+    noteEl.textContent = response.ok
+      ? `Thanks: kept for review as ${data.stored}.`
+      : typeof data.detail === "string" ? data.detail : `error ${response.status}`;
+    if (!response.ok) choices.forEach((button) => (button.disabled = false));
+  } catch (err) {
+    noteEl.textContent = `request failed: ${err}`;
+    choices.forEach((button) => (button.disabled = false));
+  }
+}
+
 function showResult(result) {
   const state = stateOf(result);
   resultEl.dataset.state = state;
+  offerCorrection(result);
   const [first, second] = result ? candidates(result) : [];
   if (state === "accepted") {
     digitEl.textContent = String(result.digit);
@@ -185,7 +240,8 @@ async function predictDrawing() {
     return;
   }
   inFlight = true;
-  await send(JSON.stringify({ image: pad.toDataURL("image/png") }), { "Content-Type": "application/json" });
+  sentImage = pad.toDataURL("image/png");
+  await send(JSON.stringify({ image: sentImage }), { "Content-Type": "application/json" });
   inFlight = false;
   if (again) {
     again = false;
@@ -330,6 +386,7 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   undoStack.length = 0;
   undoButton.disabled = true;
   resetPad();
+  sentImage = null; // an upload is not offered for correction
   setStatus(`reading ${file.name} ...`);
   const form = new FormData();
   form.append("file", await shrunk(file), file.name);
@@ -338,3 +395,10 @@ document.getElementById("upload").addEventListener("change", async (event) => {
 });
 
 resetPad();
+// Whether corrections are stored decides what the correction row offers.
+fetch("/api/model")
+  .then((response) => (response.ok ? response.json() : null))
+  .then((info) => {
+    collecting = Boolean(info && info.collecting);
+  })
+  .catch(() => {});
