@@ -104,6 +104,8 @@ class TrainParams(_Section):
     # With negatives (negatives.train > 0), batch norm statistics measured afresh at each epoch's end on this
     # many unaugmented training digits plus non-digits in training's share; 0: keep the moving averages.
     bn_digits: Annotated[int, Field(ge=0)] = 10000
+    # Times each reviewed correction (data/feedback, the feedback stage) is in every epoch; 0: not used.
+    feedback_weight: Annotated[int, Field(ge=0, le=1000)] = 0
     seed: Annotated[int, Field(ge=0)] = 42
     # mirrored: every local GPU (TensorFlow). multi_host: one process per host, Keras on JAX (README).
     distribute: Literal["default", "mirrored", "multi_host"] = "default"

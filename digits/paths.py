@@ -17,6 +17,8 @@ FASHION = Path("data/fashion")  # fashion: Fashion-MNIST's test set
 PREPARED = Path("data/prepared")  # preprocess: {train,val,test}.npz and summary.json
 AUGMENTED = Path("data/augmented/train.npz")  # augment: the training split's copies
 NEGATIVES = Path("data/negatives")  # negatives: {train,val,test}.npz of non-digits
+FEEDBACK = Path("data/feedback")  # in git: reviewed corrections, PNGs + labels.jsonl (digits.feedback)
+FEEDBACK_SET = Path("data/feedback.npz")  # feedback: them as MNIST-like digits
 
 MODEL = Path("models/model.keras")  # train
 MEMBERS = Path("models/members")  # member@<seed>: seed-<seed>.keras and .json

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -140,6 +140,31 @@ class TrainingData:
     @property
     def digits(self) -> int:
         return int(np.sum(self.labels != NOT_A_DIGIT))
+
+    def with_feedback(self, corrections: np.ndarray, said: np.ndarray, weight: int) -> TrainingData:
+        """Each copy followed by users' corrections, each `weight` times, the same pictures every epoch.
+
+        "Not a digit" corrections (NOT_A_DIGIT) only where the copies hold non-digits already: a 10-class
+        model has no class for them, so they are left out (and said so).
+        """
+        said = np.asarray(said, np.int64)
+        keep = np.ones(len(said), bool) if self.digits < len(self.labels) else said != NOT_A_DIGIT
+        if not keep.all():
+            log(
+                f"train: {int((~keep).sum())} 'not a digit' corrections left out: the model has no such class"
+            )
+        corrections, said = corrections[keep], said[keep]
+        if not len(said) or not weight:
+            return self
+        extra = np.broadcast_to(
+            np.tile(corrections, (weight, 1, 1)),
+            (len(self.copies), weight * len(said), *corrections.shape[1:]),
+        )
+        return replace(
+            self,
+            copies=np.concatenate([self.copies, extra], axis=1),
+            labels=np.concatenate([self.labels, np.tile(said, weight)]),
+        )
 
     def describe(self) -> str:
         non_digits = len(self.labels) - self.digits

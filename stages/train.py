@@ -1,7 +1,8 @@
 """Train the CNN on the augmented training split, selecting weights on the validation split.
 
-Reads data/prepared/{train,val}.npz, data/augmented/train.npz and data/negatives/train.npz (generated
-non-digits: with any, the model learns an 11th class, "not a digit", and each epoch sees its own share).
+Reads data/prepared/{train,val}.npz, data/augmented/train.npz, data/negatives/train.npz (generated
+non-digits: with any, the model learns an 11th class, "not a digit", and each epoch sees its own share)
+and, with train.feedback_weight, data/feedback.npz (users' reviewed corrections).
 The main model (no arguments) writes models/model.keras, metrics/train.json and the per-epoch DVCLive
 curves under plots/training/.
 `--member SEED` trains an ensemble member with that seed instead: models/members/seed-SEED.{keras,json}.
@@ -24,6 +25,7 @@ def main(params: Params, member: int | None) -> None:
     from dvclive.keras import DVCLiveCallback
 
     from digits.distribute import process_index, weights_digest
+    from digits.splits import load_split
     from digits.train import build_and_train, load_training_data
 
     rank = process_index(params.train.distribute)  # 0 unless another host of a multi_host run
@@ -35,6 +37,8 @@ def main(params: Params, member: int | None) -> None:
         paths.prepared("val"),
         train.bn_digits,
     )
+    if train.feedback_weight:
+        data = data.with_feedback(*load_split(paths.FEEDBACK_SET), train.feedback_weight)
     log(f"train: {'main model' if member is None else f'ensemble member seed {member}'}, {data.describe()}")
     if member is None and rank == 0:
         with Live(str(paths.TRAINING_CURVES), dvcyaml=False, save_dvc_exp=False) as live:

@@ -19,6 +19,7 @@ STAGES = [
     "preprocess",
     "augment",
     "negatives",
+    "feedback",
     "train",
     "evaluate",
     "calibrate",
@@ -52,6 +53,7 @@ COPIED = [
     ".dvcignore",
     ".gitignore",
     "models/members/.gitkeep",
+    "data/feedback/labels.jsonl",
 ]
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
 # The first 100 of Fashion-MNIST's test pictures (made by fixtures/make_fashion_tiny.py): the tiny repo reads

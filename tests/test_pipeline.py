@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from pipeline_repo import ALWAYS_CHANGED, STAGES, ran, run, up_to_date
+from pipeline_repo import ALWAYS_CHANGED, STAGES, git_commit, ran, run, up_to_date
 
 pytestmark = pytest.mark.slow
 
@@ -266,3 +266,41 @@ def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
         obj.chmod(0o444)
         run(repo, "dvc", "checkout", "-f")
     assert "up to date" in run(repo, "dvc", "status", "fetch", "preprocess")
+
+
+def test_corrections_flow_back_into_training(repo: Path, tmp_path: Path) -> None:
+    """collect -> add -> repro: unused at weight 0 (nothing downstream reruns), then used by their weight,
+    and `dvc diff` shows what the data gained."""
+    from PIL import Image
+
+    from digits.feedback import Collector
+    from digits.idx import read_idx
+    from digits.splits import load_split
+
+    run(repo, "dvc", "checkout", "-f")
+    git_commit(repo, "before corrections")
+    collected = Collector(tmp_path / "collected")
+    images = read_idx(next(repo.glob("data/raw/t10k-images*")))[:3]
+    for image, label in zip(images, (7, 2, "not a digit"), strict=True):
+        drawn = (
+            np.asarray(Image.fromarray(image).resize((280, 280)), np.float32) / 255
+        )  # as the page sends it
+        collected.store(drawn, label, None, "0123456789ab")
+    out = run(repo, "python", "-m", "digits.feedback", "add", str(tmp_path / "collected"))
+    assert "added 3 items to data/feedback: 000001.png, 000002.png, 000003.png" in out
+    out = run(repo, "dvc", "repro")
+    assert ran(out) == {"feedback"} | ALWAYS_CHANGED, out  # weight 0: the same empty set, train untouched
+    assert "3 corrections in data/feedback, none used" in out
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["feedback_weight"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(repo, "dvc", "repro")
+    assert {"feedback", "train", "evaluate"} <= ran(out), out
+    assert "3 corrections for training {'2': 1, '7': 1, 'not a digit': 1}" in out
+    x, y = load_split(repo / "data/feedback.npz")
+    assert x.shape == (3, 28, 28) and y.tolist() == [7, 2, 10]
+    git_commit(repo, "corrections, weight 2")
+    diff = json.loads(run(repo, "dvc", "diff", "--json", "HEAD~1"))
+    assert "data/feedback.npz" in {entry["path"] for entry in diff["modified"]}, diff
+    assert "train.json" in run(repo, "dvc", "metrics", "diff", "HEAD~1")

@@ -181,6 +181,22 @@ def test_non_digits_are_an_eleventh_class_and_each_copy_gets_its_own_share() -> 
         with_negatives(np.zeros((6, 3, 28, 28), np.uint8), np.array([1, 2, 3]), negatives)
 
 
+def test_corrections_join_every_copy_as_often_as_their_weight_says() -> None:
+    from digits.train import NOT_A_DIGIT
+
+    copies = np.zeros((2, 3, 28, 28), np.uint8)
+    eleven = TrainingData(copies, np.array([1, 2, NOT_A_DIGIT]), copies[0], np.array([1, 2, 3]))
+    corrections = np.full((2, 28, 28), 9, np.uint8)
+    said = np.array([4, NOT_A_DIGIT])
+    weighted = eleven.with_feedback(corrections, said, 3)
+    assert weighted.copies.shape == (2, 9, 28, 28) and (weighted.copies[:, 3:] == 9).all()
+    assert weighted.labels.tolist() == [1, 2, NOT_A_DIGIT] + [4, NOT_A_DIGIT] * 3
+    assert eleven.with_feedback(corrections, said, 0) is eleven
+    ten = TrainingData(copies, np.array([1, 2, 3]), copies[0], np.array([1, 2, 3]))
+    only_digits = ten.with_feedback(corrections, said, 2)  # no class for "not a digit": left out
+    assert only_digits.labels.tolist() == [1, 2, 3, 4, 4] and only_digits.copies.shape == (2, 5, 28, 28)
+
+
 def test_a_not_a_digit_model_trains_and_answers_ten_digit_probabilities(tmp_path) -> None:
     from digits.models import load_model, predict_probs
     from digits.train import NOT_A_DIGIT, TrainingData, build_and_train
