@@ -1,5 +1,5 @@
 """Seeded augmentation of uint8 digits: random rotation, zoom and shift, plus optional elastic distortion,
-stroke thickness, blur and noise.
+stroke thickness, a low-resolution capture, blur and noise.
 
 Each digit gets one affine map (rotate about the centre, scale, shift) and, when `elastic_alpha > 0`, a
 smooth random displacement field (Simard et al. 2003). Both are composed into a single source coordinate
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 
 from digits.params import AugmentParams
 from digits.shapes import SIDE, check_uint8_digits
@@ -27,6 +28,7 @@ _CHUNK = 512  # digits warped at once: bounds memory (~20 MB); elastic noise is 
 _GRID = np.arange(SIDE, dtype=np.float32) - np.float32(_CENTRE)
 THICKER = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)[None]  # thicker: +1 px on each side
 THINNER = np.ones((1, 2, 2), dtype=bool)  # thinner: -1 px across a stroke
+INK_SIDE = 20  # MNIST's digits were scaled to fit 20x20 (digits.mnistify.BOX)
 
 
 def random_affine(
@@ -120,15 +122,19 @@ def augment(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
             return elastic_field(chunk.stop - chunk.start, params.elastic_alpha, params.elastic_sigma, rng)
 
     out = _warp(images, angles, scales, shifts, fields)
-    return degrade(out, params, rng) if params.noise or params.blur or params.thickness else out
+    degraded = params.noise or params.blur or params.thickness or params.lowres
+    return degrade(out, params, rng) if degraded else out
 
 
 def degrade(images: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> np.ndarray:
-    """Stroke thickness, blur and noise, each on its own random `effects_share` of the uint8 digits.
+    """Stroke thickness, a low-resolution capture, blur and noise, each on its own random `effects_share`
+    of the uint8 digits.
 
     Uniform noise, not the robustness stage's Gaussian: its `gaussian_noise` then tests a noise the model
-    never saw. Per digit: thickness +1 px (3x3 cross dilation) or -1 px (2x2 erosion) with equal chance,
-    blur sigma uniform in (0, blur] px, noise amplitude uniform in (0, noise] x 255.
+    never saw. Per digit: thickness +1 px (3x3 cross dilation) or -1 px (2x2 erosion) with equal chance;
+    the capture shrinks the picture so that MNIST's 20 px of ink become lowres..19 px (area average) and
+    blows it up again (bilinear), as a coarse camera or scanner sees a digit; blur sigma uniform in (0, blur]
+    px; noise amplitude uniform in (0, noise] x 255.
     """
     from scipy import ndimage  # only this option needs it
 
@@ -142,6 +148,11 @@ def degrade(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
         ):
             if pick.any():
                 out[pick] = op(out[pick], footprint=footprint, mode="constant", cval=0)
+    if params.lowres:
+        chosen = np.flatnonzero(rng.random(n) < params.effects_share)
+        inks = rng.integers(params.lowres, INK_SIDE, len(chosen))
+        for i, ink in zip(chosen, inks, strict=True):
+            out[i] = low_resolution(out[i], round(SIDE * ink / INK_SIDE))
     if params.blur:
         chosen = np.flatnonzero(rng.random(n) < params.effects_share)
         sigmas = rng.uniform(0, params.blur, len(chosen))
@@ -155,6 +166,12 @@ def degrade(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
         noise = rng.uniform(-1, 1, out.shape).astype(np.float32) * amplitude[:, None, None]
         out += np.where(chosen[:, None, None], noise, np.float32(0))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def low_resolution(image: np.ndarray, side: int) -> np.ndarray:
+    """A float32 (28, 28) picture captured at side x side pixels (area average) and blown up again."""
+    small = Image.fromarray(image).resize((side, side), Image.BOX)
+    return np.asarray(small.resize(image.shape[::-1], Image.BILINEAR), np.float32)
 
 
 def _warp(

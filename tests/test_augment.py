@@ -193,7 +193,9 @@ def test_degradations_off_leave_the_copies_as_before(digits: np.ndarray) -> None
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("noise", 0.4), ("blur", 1.5), ("thickness", 1)], ids=["noise", "blur", "thickness"]
+    ("option", "value"),
+    [("noise", 0.4), ("blur", 1.5), ("thickness", 1), ("lowres", 8)],
+    ids=["noise", "blur", "thickness", "lowres"],
 )
 def test_each_degradation_is_seeded_and_changes_its_share(
     digits: np.ndarray, option: str, value: float
@@ -220,6 +222,11 @@ def test_noise_blur_and_thickness_do_what_they_say(digits: np.ndarray) -> None:
     ink = (digits > 127).sum(axis=(1, 2))
     new_ink = (thick > 127).sum(axis=(1, 2))
     assert (new_ink != ink).all() and (new_ink > ink).any() and (new_ink < ink).any()  # thicker or thinner
+    coarse = augment(digits, OFF.model_copy(update={**every, "lowres": 8}), np.random.default_rng(2))
+    edges = np.abs(np.diff(coarse.astype(float), axis=2)).mean()
+    assert edges < 0.9 * np.abs(np.diff(digits.astype(float), axis=2)).mean()  # strokes soften ...
+    for before, after in zip(digits, coarse, strict=True):  # ... where they were: not moved
+        assert np.abs(np.subtract(ndimage.center_of_mass(after), ndimage.center_of_mass(before))).max() < 1
 
 
 # --- the same bytes on every CPU ----------------------------------------------------------------------
@@ -233,7 +240,7 @@ from digits.negatives import FAMILIES, generate
 from digits.params import AugmentParams
 from digits.seeding import generator
 x = np.concatenate([read_idx("tests/fixtures/mnist-tiny/train-images-idx3-ubyte.gz")] * 5)
-p = AugmentParams(copies=2, elastic_alpha=20.0, noise=0.4, blur=0.7, thickness=1, effects_share=1.0)
+p = AugmentParams(copies=2, elastic_alpha=20.0, noise=0.4, blur=0.7, thickness=1, lowres=8, effects_share=1.0)
 h = hashlib.sha256(augment_copies(x, p).tobytes())
 negatives = np.concatenate([generate(f, 100, generator(1, "test", f)) for f in FAMILIES])
 h.update(degrade(negatives, p, generator(1, "degrade")).tobytes())
