@@ -403,3 +403,36 @@ def test_a_correction_is_stored_by_a_collecting_server(browser, small_model_path
     assert (item["file"], item["label"], item["answered"]) == ("000001.png", 7, 1)
     stored = np.asarray(Image.open(tmp_path / "collected" / "000001.png"))
     assert stored.shape == (280, 280) and stored.max() == 255  # the canvas as drawn: white ink on black
+
+
+def canvas_ink(page: Page) -> int:
+    """White pixels on the drawing canvas."""
+    return page.evaluate(
+        "() => { const c = document.getElementById('pad'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i] > 127) n++; return n; }"
+    )
+
+
+def test_the_pen_width_can_be_chosen_and_every_control_is_reachable_by_keyboard(page):
+    line = [(0.2, 0.5), (0.8, 0.5)]
+    draw(page, line)
+    medium = canvas_ink(page)
+    page.click("#clear")
+    page.select_option("#pen", label="thick")
+    draw(page, line)
+    assert canvas_ink(page) > 1.3 * medium
+    page.click("#clear")
+    page.select_option("#pen", label="thin")
+    draw(page, line)
+    assert canvas_ink(page) < 0.8 * medium
+    # Tab walks through the controls in order; each one shows where the focus is.
+    focused = []
+    page.locator("#clear").focus()  # Undo, before it, is disabled after a Clear
+    for _ in range(5):
+        focused.append(page.evaluate("() => document.activeElement.id"))
+        page.keyboard.press("Tab")
+    assert focused[:4] == ["clear", "mode", "why", "pen"], focused
+    page.locator("#mode").focus()
+    page.keyboard.press("Enter")  # a toggle works from the keyboard too
+    expect(page.locator("#mode")).to_have_attribute("aria-pressed", "true")

@@ -20,7 +20,9 @@ const whyButton = document.getElementById("why");
 const correctEl = document.getElementById("correct");
 const noteEl = document.getElementById("correct-note");
 
-const STROKE = 22; // px on the 280 px canvas: about MNIST's stroke width once scaled to 20x20
+// px on the 280 px canvas: medium is about MNIST's stroke width once scaled to 20x20. The pen keeps its width
+// on the wide canvas too: a digit there is as tall as on the square one.
+let stroke = 22;
 const DEBOUNCE_MS = 150;
 const UNDO_STEPS = 30; // strokes Undo can take back (a 280x280 snapshot each, 300 KB)
 const NUMBER_WIDTH = 840; // px: the canvas in number mode, three digits' widths by one tall
@@ -67,7 +69,7 @@ function resetPad() {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   ctx.strokeStyle = ctx.fillStyle = "#fff";
-  ctx.lineWidth = STROKE;
+  ctx.lineWidth = stroke;
   ctx.lineCap = ctx.lineJoin = "round";
 }
 
@@ -274,7 +276,7 @@ pad.addEventListener("pointerdown", (event) => {
   hasInk = true;
   last = point(event);
   ctx.beginPath();
-  ctx.arc(last.x, last.y, STROKE / 2, 0, 2 * Math.PI); // a tap leaves a dot
+  ctx.arc(last.x, last.y, stroke / 2, 0, 2 * Math.PI); // a tap leaves a dot
   ctx.fill();
   schedule();
 });
@@ -310,7 +312,7 @@ function clearPad() {
   undoButton.disabled = true;
   resetPad();
   show(null);
-  setStatus("Draw with a mouse, pen or finger.");
+  setStatus("Draw with a mouse, pen or finger, or upload a picture.");
 }
 document.getElementById("clear").addEventListener("click", clearPad);
 
@@ -323,6 +325,11 @@ modeButton.addEventListener("click", () => {
   pad.width = numberMode ? NUMBER_WIDTH : pad.height; // resizing empties the canvas
   digitsEl.replaceChildren();
   clearPad();
+});
+
+document.getElementById("pen").addEventListener("change", (event) => {
+  stroke = Number(event.target.value);
+  ctx.lineWidth = stroke; // the next strokes; what is drawn stays
 });
 
 whyButton.addEventListener("click", () => {
