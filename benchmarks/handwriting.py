@@ -4,9 +4,9 @@ frame, read through the server's path, and how many the served model calls "not 
     python benchmarks/handwriting.py --out benchmarks/results/handwriting.json
 
 Two sets, built here with a fixed seed and never used for training or for choosing a threshold:
-- `mnist-lowres`: MNIST **test** digits, their ink shrunk to 8-14 px (area average, as a coarse camera or scanner would
-  capture them), blown up again to 28-112 px, then with a chance each thickened (a 3-5 px max filter) and
-  blurred (Gaussian, radius up to 2% of the side), cropped tight so the ink touches the frame;
+- `mnist-lowres`: MNIST **test** digits, their ink shrunk to 8-14 px (area average, as a coarse camera or
+  scanner would capture them), blown up again to 28-112 px, then with a chance each thickened (a 3-5 px max
+  filter) and blurred (Gaussian, radius up to 2% of the side), cropped tight so the ink touches the frame;
 - `fonts-lowres`: the digits 0-9 of the four DejaVu fonts in digits/fonts, turned up to +-8 degrees, through
   the same capture.
 Each picture goes through digits.mnistify and the served bundle (int8 by default) with its calibration.
