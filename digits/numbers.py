@@ -25,6 +25,7 @@ from digits.mnistify import INK, MIN_INK_PIXELS, BadInput, EmptyInput, fit_box, 
 
 MAX_DIGITS = 20  # a picture holding more is refused: a number, not a page of text
 MAX_RUNS = 100_000  # ink runs (row pieces) a picture may hold: a noisy photo has far more, a number ~5,000
+MAX_MARKS = 2_000  # separate marks, specks included: bounds the grouping's cost (marks x groups)
 SPECK = 0.02  # a mark with less than this share of the largest one's pixels is a speck, not a digit
 OVERLAP = 0.5  # marks whose columns overlap by this share of the narrower one belong to one digit
 WIDE = 1.25  # a group wider than this times its height is touching digits ...
@@ -166,6 +167,8 @@ def split_number(gray: np.ndarray, score: Scorer | None = None) -> list[Digit]:
     labels, n = label_marks(ink >= INK)
     if n == 0:
         raise EmptyInput("the picture is blank: no ink stands out from the background")
+    if n > MAX_MARKS:
+        raise BadInput(f"the picture is too noisy to read a number from: {n} separate marks")
     digits: list[Digit] = []
     for group in _groups(labels, n):
         digits += _digits_of(group, labels, ink, score)

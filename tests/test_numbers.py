@@ -147,7 +147,11 @@ def test_blank_and_overfull_pictures_are_refused():
         split_number(strokes)
     noise = (np.random.default_rng(0).random((1000, 1000)) < 0.3).astype(np.float32)
     with pytest.raises(BadInput, match="too noisy"):
-        split_number(noise)
+        split_number(noise)  # too many runs of ink
+    dots = np.zeros((300, 300), np.float32)
+    dots[::6, ::6] = 1  # 2,500 separate dots
+    with pytest.raises(BadInput, match="2500 separate marks"):
+        split_number(dots)
 
 
 def test_occlusion_map_lights_the_ink_not_the_background(digits, model):
