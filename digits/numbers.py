@@ -2,12 +2,12 @@
 
 The ink (digits.mnistify.ink_on_black) is cut into connected marks, 8-connected. Marks are grouped into
 digits: a mark under or over another one (a 5's flag, a 4 or a 7 drawn in two strokes) joins it, and specks
-too small to be a digit join their neighbour or are dropped. A group may be digits that touch: it is read
-as 1, 2, ... digits, cut where its column profile holds the least ink near evenly spaced points, and the
-model chooses (the reading whose pieces it finds most likely digits, all at once); without a model, only a
-group much wider than tall is cut, by its width. Each digit is then prepared as a single one is (crop, fit
-20x20, centre of mass at the centre), from its own ink only, so a neighbour reaching into its box does not
-show.
+too small to be a digit join their neighbour or are dropped. A group may be digits that touch: it is read as
+1, 2, ... digits, cut where its column profile holds the least ink near evenly spaced points or right at
+them, and the model chooses (the reading whose pieces it finds most likely digits, all at once); without a
+model, only a group much wider than tall is cut, by its width. Each digit is then prepared as a single one
+is (crop, fit 20x20, centre of mass at the centre), from its own ink only, so a neighbour reaching into its
+box does not show.
 
 NumPy and Pillow only, as the rest of the server: marks are found as runs of ink per row, joined across rows.
 """
@@ -33,6 +33,9 @@ DIGIT_WIDTH = 0.8  # ... as many as its width holds digits this many times its h
 # With the model's confidence to choose: a group is read as 1 up to this many digits ...
 MAX_PIECES = 6
 NARROWEST = 0.3  # ... or as many as fit if digits were this many times its height wide, if fewer
+# Where a cut may go, in digit widths either side of its evenly spaced point: at the thinnest column within a
+# third, or right at the point (digits that overlap have no thin column); the model reads both.
+REACHES = (1 / 3, 0.0)
 WHOLE = 0.8  # a mark with this share of its pixels on one side of a cut goes to that side whole
 
 # (n, 28, 28) model inputs -> how much each looks like one digit, in [0, 1] (the calibrated confidence)
@@ -141,15 +144,15 @@ def _groups(labels: np.ndarray, n: int) -> list[_Group]:
     return merged
 
 
-def _cuts(profile: np.ndarray, pieces: int) -> list[int]:
+def _cuts(profile: np.ndarray, pieces: int, reach: float = 1 / 3) -> list[int]:
     """Where to cut a group of `pieces` touching digits: near each evenly spaced point, the column with the
-    least ink (the nearest to the point among equals), searched within a third of a digit's width."""
+    least ink (the nearest to the point among equals), searched within `reach` of a digit's width."""
     width = len(profile)
     step = width / pieces
     cuts = []
     for j in range(1, pieces):
         nominal = j * step
-        lo, hi = max(1, round(nominal - step / 3)), min(width - 1, round(nominal + step / 3))
+        lo, hi = max(1, round(nominal - step * reach)), min(width - 1, round(nominal + step * reach))
         columns = np.arange(lo, hi + 1)
         cuts.append(int(columns[np.lexsort((np.abs(columns - nominal), profile[columns]))[0]]))
     return cuts
@@ -189,9 +192,10 @@ def _digits_of(group: _Group, labels: np.ndarray, ink: np.ndarray, score: Scorer
     profile = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels).sum(axis=0)
     candidates = []
     for count in counts:
-        cuts = [c + group.left - left for c in _cuts(profile, count)]
-        masks = _pieces(labels[region], group.labels, cuts)
-        candidates.append([d for m in masks if (d := _digit(m, labels[region], ink[region], left, top))])
+        for reach in REACHES if count > 1 and score is not None else REACHES[:1]:
+            cuts = [c + group.left - left for c in _cuts(profile, count, reach)]
+            masks = _pieces(labels[region], group.labels, cuts)
+            candidates.append([d for m in masks if (d := _digit(m, labels[region], ink[region], left, top))])
     if len(candidates) == 1:
         return candidates[0]
     confidence = score(np.stack([d.image for c in candidates for d in c]))
