@@ -177,6 +177,7 @@ def report(out: Path) -> dict:
         "single_test_mean": float(single.mean()),
         "single_test_std": float(std),
         **({"single_tta_test_mean": float(single_tta.mean())} if tta else {}),
+        "ensemble_test_accuracy": curve[-1]["test_accuracy"],  # all the seeds' softmax average
         "ensemble": curve,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
