@@ -28,6 +28,7 @@ KEPT = [
     "preprocess",
     "augment",
     "negatives",
+    "feedback",
     "train",
     "evaluate",
 ]  # what the test needs; saves ~15 s

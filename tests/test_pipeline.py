@@ -277,8 +277,10 @@ def test_corrections_flow_back_into_training(repo: Path, tmp_path: Path) -> None
     from digits.idx import read_idx
     from digits.splits import load_split
 
+    run(repo, "git", "reset", "-q", "--hard")
+    run(repo, "git", "clean", "-fdxq", "models/members")  # members an earlier experiment left behind
     run(repo, "dvc", "checkout", "-f")
-    git_commit(repo, "before corrections")
+    assert up_to_date(run(repo, "dvc", "status"))
     collected = Collector(tmp_path / "collected")
     images = read_idx(next(repo.glob("data/raw/t10k-images*")))[:3]
     for image, label in zip(images, (7, 2, "not a digit"), strict=True):

@@ -180,6 +180,7 @@ def test_api_model_shows_the_model_and_its_calibration(calibrated_bundle, client
         "runtime": "LiteRT",
         "precision": "float32",
         "classes": 10,
+        "collecting": False,
         "calibration": {
             **FIXTURE_CALIBRATION,
             "source": dict.fromkeys(["temperature", "threshold", "unsure_mass", "digit_threshold"], "bundle"),
