@@ -23,14 +23,15 @@ class Architecture:
     filters: tuple[int, ...]
     dense: int
     dropout: float
+    pool_first: bool = False
 
 
 PRESETS = {
     # The seed project's network: conv/pool twice, one dense layer, no normalisation.
     "seed": Architecture("seed", (32, 64), 128, 0.0),
-    # Built for a CPU: one conv at full resolution, then two after the first pooling, where they cost a
-    # quarter as much; batch norm and dropout as in `deep`.
-    "fast": Architecture("fast", (32, 64), 128, 0.25),
+    # Built for a CPU: one conv at full resolution, pooled before its batch norm and ReLU, then two after
+    # the pooling, where they cost a quarter as much; batch norm and dropout as in `deep`.
+    "fast": Architecture("fast", (32, 64), 128, 0.25, pool_first=True),
     # Stacked 3x3 convs with batch norm per block, max-pooling, dropout.
     "deep": Architecture("deep", (32, 64), 128, 0.25),
     # Deotte's "How to choose CNN architecture MNIST": 3x3 convs + a stride-2 5x5 conv per block,
@@ -47,6 +48,7 @@ def resolve(params: ModelParams) -> Architecture:
         filters=tuple(params.filters) if params.filters is not None else base.filters,
         dense=params.dense if params.dense is not None else base.dense,
         dropout=params.dropout if params.dropout is not None else base.dropout,
+        pool_first=params.pool_first if params.pool_first is not None else base.pool_first,
     )
 
 
@@ -69,7 +71,11 @@ def _body(arch: Architecture) -> list[layers.Layer]:
             out.append(layers.Dropout(arch.dropout))
     elif arch.preset == "fast":
         first, *rest = arch.filters
-        out += [*_conv_bn(first, 3), layers.MaxPooling2D()]
+        if arch.pool_first:  # batch norm and ReLU on a quarter of the pixels: the same layers, less work
+            out += [layers.Conv2D(first, 3, use_bias=False), layers.MaxPooling2D()]
+            out += [layers.BatchNormalization(), layers.ReLU()]
+        else:
+            out += [*_conv_bn(first, 3), layers.MaxPooling2D()]
         for f in rest:
             out += _conv_bn(f, 3) + _conv_bn(f, 3)
             out += [layers.MaxPooling2D(), layers.Dropout(arch.dropout)]

@@ -90,6 +90,13 @@ class ModelParams(_Section):
     filters: list[PosInt] | None = None
     dense: PosInt | None = None
     dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    pool_first: bool | None = None  # fast only: the first conv's output pooled before its batch norm + ReLU
+
+    @model_validator(mode="after")
+    def _pool_first_is_fast_only(self) -> ModelParams:
+        if self.pool_first and self.preset != "fast":
+            raise ValueError(f"pool_first is a `fast` option; preset is {self.preset!r}")
+        return self
 
 
 class TrainParams(_Section):

@@ -42,6 +42,19 @@ def test_overrides_resize_a_preset() -> None:
     assert resolve(ModelParams(preset="seed")) == PRESETS["seed"]
 
 
+def test_pool_first_pools_before_the_first_batch_norm() -> None:
+    def first_layers(model) -> list[str]:
+        return [type(layer).__name__ for layer in model.layers[:4]]
+
+    pooled = build_model(ModelParams())  # fast's own order
+    assert first_layers(pooled) == ["Conv2D", "MaxPooling2D", "BatchNormalization", "ReLU"]
+    after = build_model(ModelParams(pool_first=False))  # fast until 2026-12-07
+    assert first_layers(after) == ["Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D"]
+    assert pooled.count_params() == PARAM_COUNTS["fast"]  # the same weights, in another order
+    with pytest.raises(ValueError, match="pool_first is a `fast` option; preset is 'deep'"):
+        ModelParams(preset="deep", pool_first=True)
+
+
 def test_too_many_blocks_is_a_clear_error() -> None:
     with pytest.raises(DigitsError, match=r"model.filters=\[8, 8, 8\] does not fit 28x28 inputs"):
         build_model(ModelParams(preset="best", filters=[8, 8, 8]))
