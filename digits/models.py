@@ -71,11 +71,13 @@ def _body(arch: Architecture) -> list[layers.Layer]:
             out.append(layers.Dropout(arch.dropout))
     elif arch.preset == "fast":
         first, *rest = arch.filters
-        if arch.pool_first:  # batch norm and ReLU on a quarter of the pixels: the same layers, less work
-            out += [layers.Conv2D(first, 3, use_bias=False), layers.MaxPooling2D()]
-            out += [layers.BatchNormalization(), layers.ReLU()]
-        else:
-            out += [*_conv_bn(first, 3), layers.MaxPooling2D()]
+        conv, norm, relu = _conv_bn(first, 3)
+        # Pooled first, batch norm and ReLU work on a quarter of the pixels: the same layers, less work.
+        out += (
+            [conv, layers.MaxPooling2D(), norm, relu]
+            if arch.pool_first
+            else [conv, norm, relu, layers.MaxPooling2D()]
+        )
         for f in rest:
             out += _conv_bn(f, 3) + _conv_bn(f, 3)
             out += [layers.MaxPooling2D(), layers.Dropout(arch.dropout)]
