@@ -58,17 +58,28 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
     ]
     for k, layer in enumerate(model.layers[: max(norms, default=-1) + 1]):
         if k in norms:
-            total, total_sq, count = 0.0, 0.0, 0
-            for h in chunks:  # sums in float64, over all but the channel axis
-                h64, axes = keras.ops.cast(h, "float64"), tuple(range(len(h.shape) - 1))
-                total = total + keras.ops.convert_to_numpy(keras.ops.sum(h64, axis=axes))
-                total_sq = total_sq + keras.ops.convert_to_numpy(keras.ops.sum(h64 * h64, axis=axes))
-                count += math.prod(h.shape[:-1])
-            mean = total / count
+            mean, variance = _pooled_moments(chunks)
             layer.moving_mean.assign(mean.astype(np.float32))
-            layer.moving_variance.assign(np.maximum(total_sq / count - mean**2, 0).astype(np.float32))
+            layer.moving_variance.assign(variance.astype(np.float32))
         if k < norms[-1]:  # what the next batch norm sees, through this layer as recalibrated
             chunks = [layer(h, training=False) for h in chunks]
+
+
+def _pooled_moments(chunks: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and variance over every chunk: each chunk's own moments in float32 (one pass over
+    its floats), pooled in float64 as within- plus between-chunk variance. Casting every activation to
+    float64 and summing squares instead took 3x as long, for no difference a batch norm can show."""
+    counts, means, variances = [], [], []
+    for h in chunks:
+        axes = tuple(range(len(h.shape) - 1))
+        m, v = keras.ops.moments(h, axes=axes)
+        counts.append(math.prod(h.shape[:-1]))
+        means.append(keras.ops.convert_to_numpy(m).astype(np.float64))
+        variances.append(keras.ops.convert_to_numpy(v).astype(np.float64))
+    w = np.asarray(counts, np.float64)[:, None] / sum(counts)
+    means_, variances_ = np.stack(means), np.stack(variances)
+    mean = (w * means_).sum(0)
+    return mean, (w * (variances_ + (means_ - mean) ** 2)).sum(0)
 
 
 class RecalibratedValidation(keras.callbacks.Callback):
