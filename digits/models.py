@@ -24,6 +24,7 @@ class Architecture:
     dense: int
     dropout: float
     pool_first: bool = False
+    first_stride: int = 1
 
 
 PRESETS = {
@@ -49,6 +50,7 @@ def resolve(params: ModelParams) -> Architecture:
         dense=params.dense if params.dense is not None else base.dense,
         dropout=params.dropout if params.dropout is not None else base.dropout,
         pool_first=params.pool_first if params.pool_first is not None else base.pool_first,
+        first_stride=params.first_stride if params.first_stride is not None else base.first_stride,
     )
 
 
@@ -71,13 +73,15 @@ def _body(arch: Architecture) -> list[layers.Layer]:
             out.append(layers.Dropout(arch.dropout))
     elif arch.preset == "fast":
         first, *rest = arch.filters
-        conv, norm, relu = _conv_bn(first, 3)
+        conv, norm, relu = _conv_bn(first, 3, strides=arch.first_stride)
         # Pooled first, batch norm and ReLU work on a quarter of the pixels: the same layers, less work.
-        out += (
-            [conv, layers.MaxPooling2D(), norm, relu]
-            if arch.pool_first
-            else [conv, norm, relu, layers.MaxPooling2D()]
-        )
+        # Strided, the conv itself computes only those pixels (13x13 either way), nothing to pool.
+        if arch.first_stride == 2:
+            out += [conv, norm, relu]
+        elif arch.pool_first:
+            out += [conv, layers.MaxPooling2D(), norm, relu]
+        else:
+            out += [conv, norm, relu, layers.MaxPooling2D()]
         for f in rest:
             out += _conv_bn(f, 3) + _conv_bn(f, 3)
             out += [layers.MaxPooling2D(), layers.Dropout(arch.dropout)]

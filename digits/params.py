@@ -91,11 +91,15 @@ class ModelParams(_Section):
     dense: PosInt | None = None
     dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
     pool_first: bool | None = None  # fast only: the first conv's output pooled before its batch norm + ReLU
+    first_stride: Literal[1, 2] | None = None  # fast only: 2 = the first conv strided, with no pooling after
 
     @model_validator(mode="after")
-    def _pool_first_is_fast_only(self) -> ModelParams:
-        if self.pool_first and self.preset != "fast":
-            raise ValueError(f"pool_first is a `fast` option; preset is {self.preset!r}")
+    def _fast_only(self) -> ModelParams:
+        for name, unset in (("pool_first", False), ("first_stride", 1)):
+            if getattr(self, name) not in (None, unset) and self.preset != "fast":
+                raise ValueError(f"{name} is a `fast` option; preset is {self.preset!r}")
+        if self.first_stride == 2 and self.pool_first is not None:
+            raise ValueError("pool_first means nothing with first_stride 2: nothing is pooled after it")
         return self
 
 

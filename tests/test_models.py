@@ -55,6 +55,18 @@ def test_pool_first_pools_before_the_first_batch_norm() -> None:
         ModelParams(preset="deep", pool_first=True)
 
 
+def test_a_strided_first_conv_replaces_the_first_pooling() -> None:
+    strided = build_model(ModelParams(first_stride=2))
+    kinds = [type(layer).__name__ for layer in strided.layers]
+    assert kinds[:4] == ["Conv2D", "BatchNormalization", "ReLU", "Conv2D"]
+    assert strided.layers[0].output.shape[1:] == (13, 13, 32)  # as pooled
+    assert kinds.count("MaxPooling2D") == 1 and strided.count_params() == PARAM_COUNTS["fast"]
+    with pytest.raises(ValueError, match="first_stride is a `fast` option; preset is 'best'"):
+        ModelParams(preset="best", first_stride=2)
+    with pytest.raises(ValueError, match="pool_first means nothing with first_stride 2"):
+        ModelParams(first_stride=2, pool_first=False)
+
+
 def test_too_many_blocks_is_a_clear_error() -> None:
     with pytest.raises(DigitsError, match=r"model.filters=\[8, 8, 8\] does not fit 28x28 inputs"):
         build_model(ModelParams(preset="best", filters=[8, 8, 8]))
