@@ -116,7 +116,7 @@ class TrainParams(_Section):
     patience: Annotated[int, Field(ge=0)] = 0  # early stopping on val accuracy; 0 disables
     # With negatives (negatives.train > 0), batch norm statistics measured afresh at each epoch's end on this
     # many unaugmented training digits plus non-digits in training's share; 0: keep the moving averages.
-    bn_digits: Annotated[int, Field(ge=0)] = 10000
+    bn_digits: Annotated[int, Field(ge=0)] = 3000
     # Times each reviewed correction (data/feedback, the feedback stage) is in every epoch; 0: not used.
     feedback_weight: Annotated[int, Field(ge=0, le=1000)] = 0
     seed: Annotated[int, Field(ge=0)] = 42
