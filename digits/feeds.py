@@ -51,8 +51,8 @@ def epoch_dataset(
     ds = tf.data.Dataset.from_tensor_slices(orders)
     ds = ds.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     ds = ds.map(batch, num_parallel_calls=2).prefetch(2)
-    # No autotuning: deleting the iterator when fit ends waits for the tuner's thread to wake, which after
-    # a minute of training sleeps up to 60 s at a time (fits sat idle 41-58 s after their last epoch).
+    # No autotuning: with it, deleting the iterator when fit ended sometimes waited 41-58 s on one of
+    # tf.data's threads, and each epoch took ~20% longer on 2 vCPUs (benchmarks/README.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
