@@ -68,7 +68,8 @@ def recalibrate_batch_norm(model: keras.Model, images: np.ndarray, chunk: int = 
 def _pooled_moments(chunks: list) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and variance over every chunk: each chunk's own moments in float32 (one pass over
     its floats), pooled in float64 as within- plus between-chunk variance. Casting every activation to
-    float64 and summing squares instead took 3x as long, for no difference a batch norm can show."""
+    float64 and summing squares instead cost ~0.7 s more an epoch at 10,000 digits, for the same
+    predictions."""
     counts, means, variances = [], [], []
     for h in chunks:
         axes = tuple(range(len(h.shape) - 1))
