@@ -11,11 +11,11 @@ data/negatives/train.npz and batch norm recalibrated, as the stage trains it: se
 augmented in-process with the recipe's `augment` params. Per epoch it records the training wall time so far,
 validation accuracy, and test accuracy, which is for reporting only: nothing chooses by it, and the seconds
 spent computing it are left out of the clock. Reports per recipe: train seconds (median) and their ratio to
-the first recipe's, the same for the process's CPU seconds (which a VM's steal time does not inflate; each
-run also records the machine's steal seconds), selected model's val/test accuracy (mean), seconds to first
-reach 99.5% and 99.6% test. Writes <out>.json and <out>.png (test accuracy against seconds, every run on one
-chart). Needs data/prepared/ and data/negatives/ (`dvc repro negatives`). Run nothing else on the machine
-while it times."""
+the first recipe's, the same for the process's CPU seconds (which a VM's steal time moves far less; each
+run and epoch also records the machine's steal seconds), selected model's val/test accuracy (mean),
+seconds to first reach 99.5% and 99.6% test. Writes <out>.json and <out>.png (test accuracy against
+seconds, every run on one chart). Needs data/prepared/ and data/negatives/ (`dvc repro negatives`). Run
+nothing else on the machine while it times."""
 
 from __future__ import annotations
 
@@ -36,12 +36,6 @@ from seeds import seed_list, stage_data, with_overrides
 from digits.params import Params, load_params
 
 THRESHOLDS = (0.995, 0.996)
-
-
-def cpu_seconds() -> float:
-    """This process's user + system CPU time, all threads: a VM's steal time does not count in it."""
-    t = os.times()
-    return t.user + t.system
 
 
 def steal_seconds() -> float | None:
@@ -84,7 +78,7 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
             self.start, self.steal_start = time.perf_counter(), steal_seconds()
 
         def on_epoch_end(self, epoch, logs=None) -> None:
-            now, cpu_now, steal = time.perf_counter(), cpu_seconds(), steal_seconds()
+            now, cpu_now, steal = time.perf_counter(), time.process_time(), steal_seconds()
             # Scored as served: the digits' columns only (digits.models.digit_outputs drops "not a digit").
             probs = predict_probs(self.model, data["test_x"])[:, :NUM_CLASSES]
             test_acc = float(np.mean(probs.argmax(1) == data["test_y"]))
@@ -98,7 +92,7 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
                 }
             )
             self.paused += time.perf_counter() - now
-            self.cpu_paused += cpu_seconds() - cpu_now
+            self.cpu_paused += time.process_time() - cpu_now
             e = self.epochs[-1]
             print(
                 f"    epoch {e['epoch']}: {e['seconds']:.0f}s val {e['val_accuracy']:.4f} test {test_acc:.4f}"
@@ -106,14 +100,14 @@ def train_run(params: Params, seed: int, data: dict, copies: np.ndarray) -> dict
 
     clock = Clock()
     train_params = params.train.model_copy(update={"seed": seed})
-    cpu_start, steal_start = cpu_seconds(), steal_seconds()
+    cpu_start, steal_start = time.process_time(), steal_seconds()
     result = build_and_train(
         params.model,
         train_params,
         stage_data(params, data["train_x"], data["train_y"], copies, data["val_x"], data["val_y"]),
         [clock],
     )
-    cpu, steal = cpu_seconds() - cpu_start - clock.cpu_paused, steal_seconds()
+    cpu, steal = time.process_time() - cpu_start - clock.cpu_paused, steal_seconds()
     selected = clock.epochs[result.best_epoch - 1]
     reach = {}
     for t in THRESHOLDS:
@@ -146,7 +140,6 @@ def summarize(recipes: list[dict]) -> None:
         test = [x["test_accuracy"] for x in runs]
         r["summary"] = {
             "median_train_seconds": secs,
-            "speedup_vs_first": round(base / secs, 2),
             "time_ratio_vs_first": round(secs / base, 3),
             "median_train_cpu_seconds": cpu,
             "cpu_ratio_vs_first": round(cpu / base_cpu, 3) if cpu and base_cpu else None,
