@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from digits.parallel import map_ordered
 from digits.params import AugmentParams
 from digits.shapes import SIDE, check_uint8_digits
 
@@ -222,18 +223,24 @@ def _warp(
 def augment_copies(images: np.ndarray, params: AugmentParams) -> np.ndarray:
     """params.copies augmented versions of all digits, uint8 (copies, n, 28, 28), bit-identical per seed.
 
-    Copy i draws from its own generator, spawned from params.seed, so copies are independent of each other.
+    Copy i draws from its own generator, spawned from params.seed, so copies are independent of each other
+    (and made on all the cores at once).
     """
     images = np.asarray(images)
     out = np.empty((params.copies, *images.shape), np.uint8)
     seeds = np.random.SeedSequence(params.seed).spawn(params.copies)
-    for i, seed in enumerate(seeds):
-        start = time.perf_counter()
-        out[i] = augment(images, params, np.random.default_rng(seed))
-        took = time.perf_counter() - start
-        print(
-            f"augment: copy {i + 1}/{params.copies} of {len(images)} digits in {took:.1f}s", file=sys.stderr
-        )
+    jobs = [(images, params, seed, f"{i + 1}/{params.copies}") for i, seed in enumerate(seeds)]
+    for i, copy in enumerate(map_ordered(_augment_copy, jobs)):
+        out[i] = copy
+    return out
+
+
+def _augment_copy(job: tuple[np.ndarray, AugmentParams, np.random.SeedSequence, str]) -> np.ndarray:
+    images, params, seed, which = job
+    start = time.perf_counter()
+    out = augment(images, params, np.random.default_rng(seed))
+    took = time.perf_counter() - start
+    print(f"augment: copy {which} of {len(images)} digits in {took:.1f}s", file=sys.stderr, flush=True)
     return out
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digits.mnistify import as_served
+from digits.parallel import map_ordered
 from digits.shapes import SIDE
 
 CANVAS = 112
@@ -53,9 +54,11 @@ def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
 def _polyline(draw: ImageDraw.ImageDraw, points: np.ndarray, width: int) -> None:
     """A round-capped, round-joined stroke through the points, like a pen on the page's canvas."""
     xy = [(float(x), float(y)) for x, y in points]
-    draw.line(xy, fill=255, width=width, joint="curve")
+    draw.line(xy, fill=255, width=width)
     r = width / 2
-    for x, y in xy:  # round caps and joins everywhere
+    # Round caps and joins: a disc at every point. Pillow's joint="curve" draws the same discs as pie slices,
+    # at three times the cost, and adds no pixel to these.
+    for x, y in xy:
         draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
 
 
@@ -224,6 +227,15 @@ def generate(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
     for i in range(n):
         out[i] = as_model_input(draw(rng))
     return out
+
+
+def generate_all(jobs: list[tuple[str, int, np.random.Generator]]) -> list[np.ndarray]:
+    """`generate(*job)` for each (family, n, rng), the jobs spread over the cores (each rng is its own)."""
+    return map_ordered(_generate, jobs)
+
+
+def _generate(job: tuple[str, int, np.random.Generator]) -> np.ndarray:
+    return generate(*job)
 
 
 def font_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

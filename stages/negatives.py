@@ -16,7 +16,7 @@ from digits.params import Params
 
 def main(params: Params) -> None:
     from digits.augment import degrade
-    from digits.negatives import FAMILIES, generate
+    from digits.negatives import FAMILIES, generate_all
     from digits.seeding import generator
     from digits.splits import save_split
 
@@ -28,8 +28,12 @@ def main(params: Params) -> None:
         "val": {f: n for f, n in zip(trained, _spread(p.val, len(trained)), strict=True)},
         "test": dict.fromkeys(names, p.test),
     }
+    jobs = {
+        (split, f): (f, n, generator(p.seed, split, f)) for split, c in plan.items() for f, n in c.items()
+    }
+    drawn = dict(zip(jobs, generate_all(list(jobs.values())), strict=True))
     for split, counts in plan.items():
-        parts = [generate(f, n, generator(p.seed, split, f)) for f, n in counts.items()]
+        parts = [drawn[split, f] for f in counts]
         families = np.repeat([names.index(f) for f in counts], list(counts.values()))
         x = np.concatenate(parts)
         if split == "train" and len(x):
