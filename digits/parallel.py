@@ -3,6 +3,9 @@
 For the measuring stages' pure-Python loops (drawing non-digits, preparing pictures as the server does),
 which use one core while TensorFlow is idle. Workers come from a forkserver, never a fork of a process
 that has TensorFlow's threads running, and are kept for the process's life so each call pays no start-up.
+As with any multiprocessing start but fork, the fork server imports the calling script once (its
+`if __name__ == "__main__"` block does not run): the stages import TensorFlow inside functions, so it
+starts in well under a second; a script that imports it at the top pays that import there, once.
 DIGITS_WORKERS=1 runs everything in the calling process.
 """
 
