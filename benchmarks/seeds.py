@@ -71,16 +71,32 @@ def stage_data(
     """What the train stage trains on (digits.train.load_training_data), from copies augmented here: each
     copy followed by its share of data/negatives/train.npz, and with any non-digits the batch-norm
     recalibration pictures, so the model is the 11-class one the pipeline ships. The non-digits are the
-    negatives stage's files (`dvc repro negatives`); `-S negatives.train=0` trains without them."""
+    negatives stage's files (`dvc repro negatives`); `-S negatives.train=0` trains without them, and a
+    count below the file's takes that many of its pictures, family by family (`fewer_non_digits`)."""
     from digits import paths
     from digits.splits import load_split
     from digits.train import TrainingData, batch_norm_images, with_negatives
 
-    non_digits = load_split(paths.negatives("train"))[0] if params.negatives.train else train_x[:0]
+    non_digits = train_x[:0]
+    if params.negatives.train:
+        non_digits, families = load_split(paths.negatives("train"))
+        if params.negatives.train < len(non_digits):
+            non_digits = fewer_non_digits(non_digits, families, params.negatives.train, params.negatives.seed)
     mixed, labels = with_negatives(copies, train_y, non_digits)
     bn = params.train.bn_digits if len(non_digits) else 0
     bn_images = batch_norm_images(train_x[:bn], mixed, len(train_y)) if bn else None
     return TrainingData(mixed, labels, val_x, val_y, bn_images)
+
+
+def fewer_non_digits(images: np.ndarray, families: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n of the negatives stage's training non-digits, as many of each family as the stage would draw for
+    n (a seeded choice, file order kept). Each picture is an independent draw of its family, so this is the
+    stage's set for `negatives.train=n` in distribution, without rerunning the stage (not its bytes)."""
+    present = np.unique(families)
+    counts = [n // len(present) + (i < n % len(present)) for i in range(len(present))]
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(families == f))[:c] for f, c in zip(present, counts, strict=True)]
+    return images[np.sort(np.concatenate(keep))]
 
 
 def train_seeds(params: Params, seeds: list[int], out: Path, augment_per_seed: bool, refit_all: bool) -> None:
