@@ -7,8 +7,9 @@
 Each `--recipe NAME` starts a recipe: params.yaml plus the `-S key=value` overrides that follow it (as in `dvc
 exp run -S`). Every recipe trains with every seed (train.seed = the seed) through the train stage's code
 (digits.train.build_and_train, selection on validation; the 11-class model with its share of
-data/negatives/train.npz and batch norm recalibrated, as the stage trains it: seeds.stage_data), on copies
-augmented in-process with the recipe's `augment` params. Per epoch it records the training wall time so far,
+data/negatives/train.npz, or `-S negatives.train=N` of them by family, and batch norm recalibrated, as the
+stage trains it: seeds.stage_data), on copies augmented in-process with the recipe's `augment` params.
+Per epoch it records the training wall time so far,
 validation accuracy, and test accuracy, which is for reporting only: nothing chooses by it, and the seconds
 spent computing it are left out of the clock. Reports per recipe: train seconds (median) and their ratio to
 the first recipe's, the same for the process's CPU seconds (which a VM's steal time moves far less; each
