@@ -92,8 +92,10 @@ def fewer_non_digits(images: np.ndarray, families: np.ndarray, n: int, seed: int
     """n of the negatives stage's training non-digits, as many of each family as the stage would draw for
     n (a seeded choice, file order kept). Each picture is an independent draw of its family, so this is the
     stage's set for `negatives.train=n` in distribution, without rerunning the stage (not its bytes)."""
+    from digits.negatives import spread
+
     present = np.unique(families)
-    counts = [n // len(present) + (i < n % len(present)) for i in range(len(present))]
+    counts = spread(n, len(present))
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(families == f))[:c] for f, c in zip(present, counts, strict=True)]
     return images[np.sort(np.concatenate(keep))]

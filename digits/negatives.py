@@ -229,6 +229,11 @@ def generate(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def spread(total: int, parts: int) -> list[int]:
+    """total split into `parts` counts differing by at most one: the pictures of each family."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
 def generate_all(jobs: list[tuple[str, int, np.random.Generator]]) -> list[np.ndarray]:
     """`generate(*job)` for each (family, n, rng), the jobs spread over the cores (each rng is its own)."""
     return map_ordered(_generate, jobs)

@@ -16,7 +16,7 @@ from digits.params import Params
 
 def main(params: Params) -> None:
     from digits.augment import degrade
-    from digits.negatives import FAMILIES, generate_all
+    from digits.negatives import FAMILIES, generate_all, spread
     from digits.seeding import generator
     from digits.splits import save_split
 
@@ -24,8 +24,8 @@ def main(params: Params) -> None:
     names = list(FAMILIES)
     trained = [f for f in names if f != p.heldout]
     plan = {
-        "train": {f: n for f, n in zip(trained, _spread(p.train, len(trained)), strict=True)},
-        "val": {f: n for f, n in zip(trained, _spread(p.val, len(trained)), strict=True)},
+        "train": {f: n for f, n in zip(trained, spread(p.train, len(trained)), strict=True)},
+        "val": {f: n for f, n in zip(trained, spread(p.val, len(trained)), strict=True)},
         "test": dict.fromkeys(names, p.test),
     }
     jobs = {
@@ -40,11 +40,6 @@ def main(params: Params) -> None:
             x = degrade(x, params.augment, generator(p.seed, split, "degrade"))
         save_split(paths.negatives(split), x, families)
         log(f"negatives: {split}: " + ", ".join(f"{n} {f}" for f, n in counts.items()))
-
-
-def _spread(total: int, parts: int) -> list[int]:
-    """total split into `parts` counts differing by at most one."""
-    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 if __name__ == "__main__":
