@@ -10,10 +10,13 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -57,3 +60,11 @@ def save_model(model: Any, path: str | Path) -> None:
     """Save a Keras model to a .keras file, atomically."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
+    """Named arrays to an npz (deflated at the fastest level), atomically; the same arrays, the same bytes."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for key, array in arrays.items():
+            with z.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)

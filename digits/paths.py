@@ -19,6 +19,7 @@ AUGMENTED = Path("data/augmented/train.npz")  # augment: the training split's co
 NEGATIVES = Path("data/negatives")  # negatives: {train,val,test}.npz of non-digits
 FEEDBACK = Path("data/feedback")  # in git: reviewed corrections, PNGs + labels.jsonl (digits.feedback)
 FEEDBACK_SET = Path("data/feedback.npz")  # feedback: them as MNIST-like digits
+PREDICTIONS = Path("data/predictions.npz")  # evaluate: train's model's probabilities on val and test
 
 MODEL = Path("models/model.keras")  # train
 MEMBERS = Path("models/members")  # member@<seed>: seed-<seed>.keras and .json

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digits import DigitsError
-from digits.files import atomic_path
+from digits.files import save_arrays
 from digits.shapes import NUM_CLASSES, check_uint8_digits
 
 
@@ -33,10 +33,7 @@ def save_split(path: str | Path, x: np.ndarray, y: np.ndarray) -> None:
     x, y = check_uint8_digits(x, str(path), lead=2 if np.ndim(x) == 4 else 1), np.asarray(y)
     if x.shape[-3] != len(y):
         raise ValueError(f"{path}: {x.shape[-3]} digits but {len(y)} labels")
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for key, array in (("x", x), ("y", y.astype(np.uint8))):
-            with z.open(f"{key}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+    save_arrays(path, x=x, y=y.astype(np.uint8))
 
 
 def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

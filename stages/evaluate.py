@@ -1,16 +1,18 @@
 """Evaluate the trained model on the untouched test split.
 
-Reads models/model.keras and data/prepared/test.npz; writes metrics/evaluate.json (accuracy, errors),
+Reads models/model.keras and data/prepared/{val,test}.npz; writes metrics/evaluate.json (accuracy, errors),
 plots/confusion.csv, plots/per_class.csv (precision, recall, F1 per digit) and the pictures
 plots/confusion.png, plots/misclassified.png. With `evaluate.tta` the metrics also hold tta_accuracy and
 tta_errors (softmax averaged over shifted and rotated views); the plots stay the plain model's.
+The model's probabilities go to data/predictions.npz (`val`, `test`, with TTA `tta_test`): the ensemble
+stage averages them with its members' and, with no members, needs no model of its own to load.
 """
 
 from functools import partial
 
 from digits import paths
 from digits.cli import log, run_stage
-from digits.files import write_json
+from digits.files import save_arrays, write_json
 from digits.params import Params
 
 
@@ -27,10 +29,13 @@ def main(params: Params) -> None:
     log(f"evaluate: test accuracy {summary['accuracy']:.4%}, {summary['errors']} errors of {summary['n']}")
     metrics = {"accuracy": summary["accuracy"], "errors": summary["errors"]}  # loss, F1: the log, per_class
     log(f"evaluate: test loss {summary['loss']:.4f}, macro F1 {summary['macro_f1']:.4%}")
+    predictions = {"val": predict_probs(model, load_split(paths.prepared("val"))[0]), "test": probs}
     if params.evaluate.tta:
-        tta = tta_metrics(labels, tta_probs(partial(predict_probs, model), images, params.evaluate))
+        predictions["tta_test"] = tta_probs(partial(predict_probs, model), images, params.evaluate)
+        tta = tta_metrics(labels, predictions["tta_test"])
         metrics |= {"tta_accuracy": tta["tta_accuracy"], "tta_errors": tta["tta_errors"]}
         log(f"evaluate: test-time augmentation {tta['tta_accuracy']:.4%}, {tta['tta_errors']} errors")
+    save_arrays(paths.PREDICTIONS, **predictions)
     write_json(paths.metrics("evaluate"), metrics)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from digits.files import atomic_path, save_model, write_csv, write_json
+from digits.files import atomic_path, save_arrays, save_model, write_csv, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
@@ -31,6 +32,19 @@ def test_write_json_and_csv(tmp_path: Path) -> None:
     assert (tmp_path / "m.json").read_text() == '{\n  "accuracy": 0.99\n}\n'
     write_csv(tmp_path / "p.csv", [{"digit": 0, "f1": 0.5}, {"digit": 1, "f1": 1.0}])
     assert (tmp_path / "p.csv").read_text().splitlines() == ["digit,f1", "0,0.5", "1,1.0"]
+
+
+def test_save_arrays_round_trips_and_repeats_its_bytes(tmp_path: Path) -> None:
+    arrays = {"val": np.random.default_rng(0).random((6, 10), np.float32), "test": np.arange(3)}
+    path = tmp_path / "p.npz"
+    save_arrays(path, **arrays)
+    with np.load(path) as f:
+        assert sorted(f) == ["test", "val"]
+        assert all(np.array_equal(f[k], a) and f[k].dtype == a.dtype for k, a in arrays.items())
+    first = path.read_bytes()
+    save_arrays(path, **arrays)  # same arrays, same bytes: DVC sees an unchanged rerun as unchanged
+    assert path.read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
 
 
 def test_save_model_writes_a_loadable_keras_file_atomically(tmp_path: Path) -> None:

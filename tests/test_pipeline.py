@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -181,6 +182,15 @@ def test_ensemble_without_members_is_the_main_model(repo: Path) -> None:
     assert ensemble == {"members": 1}  # its accuracy would repeat evaluate's
     rows = list(csv.DictReader((repo / "plots/ensemble/members.csv").open()))
     assert [float(r["test_accuracy"]) for r in rows] == [evaluate["accuracy"]] * 2  # main model, ensemble
+    # Evaluate's probabilities are all it reads: it runs without the model file (and without TensorFlow).
+    before = (repo / "plots/ensemble/members.csv").read_bytes()
+    (repo / "models/model.keras").rename(repo / "model.keras.away")
+    try:
+        out = run(repo, "python", "-X", "importtime", "stages/ensemble.py")
+    finally:
+        (repo / "model.keras.away").rename(repo / "models/model.keras")
+    assert (repo / "plots/ensemble/members.csv").read_bytes() == before
+    assert not re.search(r"\|\s+(tensorflow|keras)$", out, re.MULTILINE), "imported TensorFlow"
 
 
 def test_tta_is_reported_beside_the_plain_metrics(repo: Path) -> None:
