@@ -57,9 +57,22 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 
 def save_model(model: Any, path: str | Path) -> None:
-    """Save a Keras model to a .keras file, atomically."""
+    """Save a Keras model to a .keras file, atomically; the same model, the same bytes.
+
+    Keras stamps the file with the time it was saved (metadata.json's date_saved and the weights' zip entry):
+    a retraining that lands on the same weights would look changed to DVC, and every stage after it rerun.
+    """
     with atomic_path(path) as tmp:
         model.save(tmp)
+        with zipfile.ZipFile(tmp) as z:
+            entries = [(info, z.read(info)) for info in z.infolist()]
+        with zipfile.ZipFile(tmp, "w") as z:
+            for info, data in entries:
+                if info.filename == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata.pop("date_saved", None)
+                    data = json.dumps(metadata).encode()
+                z.writestr(zipfile.ZipInfo(info.filename), data, compress_type=info.compress_type)
 
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
