@@ -59,8 +59,10 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 def save_model(model: Any, path: str | Path) -> None:
     """Save a Keras model to a .keras file, atomically; the same model, the same bytes.
 
-    Keras stamps the file with the time it was saved (metadata.json's date_saved and the weights' zip entry):
-    a retraining that lands on the same weights would look changed to DVC, and every stage after it rerun.
+    Keras stamps the file with the time it was saved (metadata.json's date_saved and the weights' zip entry)
+    and numbers shared objects in config.json by their memory address: a retraining that lands on the same
+    weights would look changed to DVC, and every stage after it rerun. Those are fixed here: no date, zip
+    entries of 1980, shared objects numbered 1, 2, ... in order of appearance (what loading matches them by).
     """
     with atomic_path(path) as tmp:
         model.save(tmp)
@@ -72,6 +74,8 @@ def save_model(model: Any, path: str | Path) -> None:
                     metadata = json.loads(data)
                     metadata.pop("date_saved", None)
                     data = json.dumps(metadata).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared(json.loads(data), {})).encode()
                 z.writestr(zipfile.ZipInfo(info.filename), data, compress_type=info.compress_type)
 
 
@@ -81,3 +85,15 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
         for key, array in arrays.items():
             with z.open(f"{key}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _renumber_shared(config: Any, ids: dict) -> Any:
+    """config with every shared_object_id replaced by its rank of first appearance (ids: old -> new)."""
+    if isinstance(config, dict):
+        return {
+            k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumber_shared(v, ids)
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        return [_renumber_shared(v, ids) for v in config]
+    return config

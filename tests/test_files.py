@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 
 from digits.files import atomic_path, save_arrays, save_model, write_csv, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
@@ -62,14 +66,21 @@ def test_save_model_writes_a_loadable_keras_file_atomically(tmp_path: Path) -> N
 
 
 def test_save_model_repeats_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import keras
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    build = (
+        "import keras; from digits.files import save_model; keras.utils.set_random_seed(0); "
+        "model = keras.Sequential([keras.Input((2,), name='x'), keras.layers.Dense(1, name='d')], name='m')"
+    )
+    scope: dict = {}
+    exec(build, scope)
     saved = []
     for now in (1.0e9, 1.5e9):  # two saving times, years apart, as zip entries record them
         monkeypatch.setattr(time, "time", lambda now=now: now)
-        save_model(model, tmp_path / "m.keras")
+        save_model(scope["model"], tmp_path / "m.keras")
         saved.append((tmp_path / "m.keras").read_bytes())
-    assert saved[0] == saved[1]  # DVC sees the same weights as the same file
+    # Another process: Keras numbers shared objects (the dtype policy) by their memory address.
+    other = f"{build}; save_model(model, {str(tmp_path / 'o.keras')!r})"
+    subprocess.run([sys.executable, "-c", other], check=True, cwd=ROOT, capture_output=True, timeout=120)
+    saved.append((tmp_path / "o.keras").read_bytes())
+    assert saved[0] == saved[1] == saved[2]  # DVC sees the same weights as the same file
     with zipfile.ZipFile(tmp_path / "m.keras") as z:
         assert "date_saved" not in json.loads(z.read("metadata.json"))
