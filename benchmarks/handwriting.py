@@ -69,6 +69,18 @@ def font_digits(rng: np.random.Generator, per_font: int) -> tuple[list[Image.Ima
     return images, labels
 
 
+def lowres_sets(
+    test_x: np.ndarray, test_y: np.ndarray, rng: np.random.Generator, digits: int, per_font: int
+) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """The two low-resolution sets, pictures (before mnistify) and labels, drawn from rng in a fixed order."""
+    chosen = rng.choice(len(test_y), digits, replace=False)
+    fonts, font_labels = font_digits(rng, per_font)
+    return {
+        "mnist-lowres": ([capture(Image.fromarray(test_x[i]), rng) for i in chosen], test_y[chosen]),
+        "fonts-lowres": ([capture(f, rng) for f in fonts], np.asarray(font_labels)),
+    }
+
+
 def read(model, calibration, pictures: list[np.ndarray], labels: np.ndarray) -> dict[str, float]:
     x = np.stack([mnistify(p) for p in pictures])
     calibrated = calibration.apply(model(x))
@@ -96,14 +108,10 @@ def main() -> None:
     args = ap.parse_args()
 
     model, calibration = load_predictor(args.bundle), bundle_calibration(args.bundle)
-    rng = np.random.default_rng(args.seed)
     test_x, test_y = load_split(paths.prepared("test"))
-    chosen = rng.choice(len(test_y), args.digits, replace=False)
-    fonts, font_labels = font_digits(rng, args.per_font)
     sets = {
         "mnist-test": ([x.astype(np.float32) / 255 for x in test_x], test_y),
-        "mnist-lowres": ([capture(Image.fromarray(test_x[i]), rng) for i in chosen], test_y[chosen]),
-        "fonts-lowres": ([capture(f, rng) for f in fonts], np.asarray(font_labels)),
+        **lowres_sets(test_x, test_y, np.random.default_rng(args.seed), args.digits, args.per_font),
     }
     results = {}
     for name, (pictures, labels) in sets.items():

@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from handwriting import capture, font_digits
+from handwriting import lowres_sets
 
 from digits import paths
 from digits.idx import read_idx
@@ -50,10 +49,8 @@ def main() -> None:
     args = ap.parse_args()
 
     model, calibration = load_predictor(args.bundle), bundle_calibration(args.bundle)
-    rng = np.random.default_rng(args.seed)
-    test_x, _ = load_split(paths.prepared("test"))
-    chosen = rng.choice(len(test_x), args.digits, replace=False)
-    fonts, _ = font_digits(rng, 250)
+    test_x, test_y = load_split(paths.prepared("test"))
+    lowres = lowres_sets(test_x, test_y, np.random.default_rng(args.seed), args.digits, per_font=250)
     fashion_x = read_idx(paths.FASHION / "t10k-images-idx3-ubyte")
     fashion_y = read_idx(paths.FASHION / "t10k-labels-idx1-ubyte")
     sets = {
@@ -61,8 +58,8 @@ def main() -> None:
         "val non-digits": served(load_split(paths.negatives("val"))[0]),
         "MNIST test": served(test_x),
         "Fashion-MNIST": served(fashion_x),
-        "low-res MNIST": np.stack([mnistify(capture(Image.fromarray(test_x[i]), rng)) for i in chosen]),
-        "low-res fonts": np.stack([mnistify(capture(f, rng)) for f in fonts]),
+        "low-res MNIST": np.stack([mnistify(p) for p in lowres["mnist-lowres"][0]]),
+        "low-res fonts": np.stack([mnistify(p) for p in lowres["fonts-lowres"][0]]),
     }
     probs = {name: calibration.apply(model(x)) for name, x in sets.items()}
 
