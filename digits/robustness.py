@@ -15,9 +15,14 @@ reads every digit. Random magnitudes are drawn per digit, with a random sign whe
 | gaussian_blur  | Gaussian filter, sigma 1 px                    | gaussian_blur: sigma 1 (sev. 1)        |
 | thicken        | grey dilation, 3x3 cross: +1 px on each side   | (Morpho-MNIST's thickening)            |
 | thin           | grey erosion, 2x2 square: -1 px across strokes | (Morpho-MNIST's thinning)              |
+| lowres         | ink shrunk to 8-14 px of its 20 (area average) | (none: a coarse camera or scanner)     |
+|                | and blown up again (bilinear); then half the   |                                        |
+|                | digits +1 px thicker, half blurred (0.3-1 px)  |                                        |
 
 MNIST-C's `inverse` (255 - x) is left out, as in MNIST-C's own headline set: every MNIST model fails it,
 so it would only lower the mean by a constant. The geometric ones reuse digits.augment.warp (bilinear).
+`lowres` is the capture that `augment.lowres` teaches, at 8-14 px only and with thickening and blur drawn
+per digit: it measures what that option is for (with it off, the default, the model never sees it).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from digits.augment import THICKER, THINNER, warp
+from digits.augment import INK_SIDE, THICKER, THINNER, low_resolution, warp
 from digits.seeding import generator
-from digits.shapes import check_uint8_digits
+from digits.shapes import SIDE, check_uint8_digits
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -97,6 +102,19 @@ def thin(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ndimage.grey_erosion(images, footprint=THINNER, mode="constant", cval=0)
 
 
+def lowres(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n = len(images)
+    inks, thicker = rng.integers(8, 15, n), rng.random(n) < 0.5
+    sigmas = np.where(rng.random(n) < 0.5, rng.uniform(0.3, 1.0, n), 0.0)
+    out = np.stack(
+        [low_resolution(x, round(SIDE * ink / INK_SIDE)) for x, ink in zip(images, inks, strict=True)]
+    )
+    out[thicker] = ndimage.grey_dilation(out[thicker], footprint=THICKER, mode="constant", cval=0)
+    for i in np.flatnonzero(sigmas):
+        out[i] = ndimage.gaussian_filter(out[i], sigma=sigmas[i], mode="constant")
+    return _to_uint8(out)
+
+
 CORRUPTIONS: dict[str, Corruption] = {
     "rotate": rotate,
     "shear": shear,
@@ -106,6 +124,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "gaussian_blur": gaussian_blur,
     "thicken": thicken,
     "thin": thin,
+    "lowres": lowres,
 }
 
 

@@ -55,7 +55,13 @@ HEADLINE = {
     "metrics/train.json": {"best_val_accuracy", "epochs_run", "train_seconds"},
     "metrics/evaluate.json": {"accuracy", "errors"},
     "metrics/calibrate.json": {"ece"},
-    "metrics/openset.json": {"mnist_rejected", "fashion_rejected", "fashion_auroc", "heldout_rejected"},
+    "metrics/openset.json": {
+        "mnist_rejected",
+        "fashion_rejected",
+        "fashion_auroc",
+        "heldout_rejected",
+        "lowres_rejected",
+    },
     "metrics/robustness.json": {"mean_corrupted", "corruptions.gaussian_noise"},
     "metrics/export.json": {"int8", "int8_changed"},
     "metrics/ensemble.json": {"members"},
@@ -93,7 +99,7 @@ def test_calibration_and_openset_reports(repo: Path) -> None:
     assert float(after["nll"]) <= float(before["nll"]) * 1.2
     assert 0 <= float(report["val digits"]["rejected"]) <= 0.004 + 1 / 60  # 60 validation digits
     openset = json.loads((repo / "metrics/openset.json").read_text())
-    assert set(openset) == {"mnist_rejected", "fashion_rejected", "fashion_auroc", "heldout_rejected"}
+    assert set(openset) == HEADLINE["metrics/openset.json"]
     sets = {r["set"]: r for r in csv.DictReader((repo / "plots/openset.csv").open())}
     assert sets["MNIST test"]["n"] == "100" and sets["font digits"]["n"] == "100"
     families = ["letters", "strokes", "shapes", "noise", "scribbles (held out)", "blobs"]
@@ -105,6 +111,12 @@ def test_calibration_and_openset_reports(repo: Path) -> None:
     assert float(sets["Fashion-MNIST"]["rejected"]) == openset["fashion_rejected"]
     assert float(sets["scribbles (held out)"]["rejected"]) == openset["heldout_rejected"]
     assert float(sets["MNIST test"]["rejected"]) == openset["mnist_rejected"]
+    assert float(sets["MNIST lowres"]["rejected"]) == openset["lowres_rejected"]
+    # Fashion-MNIST class by class: the same 100 clothes, split by their label.
+    clothes = [sets[name] for name in sets if name.startswith("Fashion-MNIST ")]
+    assert 2 <= len(clothes) <= 10 and sum(int(c["n"]) for c in clothes) == 100
+    rejected = sum(float(c["rejected"]) * int(c["n"]) for c in clothes) / 100
+    assert rejected == pytest.approx(openset["fashion_rejected"], abs=1e-4)
     bundle = json.loads((repo / "models/serving/model.json").read_text())
     assert bundle["calibration"] == calibration  # the server applies what calibrate chose
 

@@ -22,7 +22,8 @@ from digits.robustness import CORRUPTIONS, corrupt_all, robustness_metrics, subs
 from digits.seeding import generator
 from digits.splits import save_split
 
-RANDOM = ["rotate", "shear", "scale", "translate", "gaussian_noise"]  # the rest ignore their generator
+# The rest ignore their generator.
+RANDOM = ["rotate", "shear", "scale", "translate", "gaussian_noise", "lowres"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,7 @@ def test_the_corruptions_and_their_order() -> None:
         "gaussian_blur",
         "thicken",
         "thin",
+        "lowres",
     ]
 
 
@@ -78,6 +80,20 @@ def test_thicken_adds_ink_and_thin_removes_it(digits: np.ndarray) -> None:
     for i in range(len(digits)):
         assert ink(thick[i]) > 1.3 * ink(digits[i]) and ink(thin[i]) < 0.8 * ink(digits[i])
         assert np.all(thick[i] >= digits[i]) and np.all(thin[i] <= digits[i])  # dilation / erosion
+
+
+def test_lowres_loses_the_fine_detail(digits: np.ndarray) -> None:
+    """A coarse capture: every digit keeps its place, but its edges are soft."""
+    before, after = digits.astype(np.float64), robustness.lowres(digits, rng(4)).astype(np.float64)
+
+    def sharpness(x: np.ndarray) -> np.ndarray:  # the steepest grey-level steps between neighbours
+        return np.percentile(np.abs(np.diff(x, axis=-1)).reshape(len(x), -1), 99, axis=1)
+
+    def centre(x: np.ndarray) -> np.ndarray:  # the ink's mean column
+        return (x * np.arange(28)).sum(axis=(1, 2)) / x.sum(axis=(1, 2))
+
+    assert np.all(sharpness(after) < 0.8 * sharpness(before))
+    assert np.abs(centre(after) - centre(before)).max() < 1.5
 
 
 def test_noise_has_the_set_sigma() -> None:
@@ -236,7 +252,7 @@ def test_stage_end_to_end(tmp_path: Path, tiny_mnist_dir: Path, small_model_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage_script(tmp_path, "robustness")
     assert proc.returncode == 0, proc.stderr
-    assert "robustness: 8 corruptions of 60 test digits" in proc.stderr
+    assert "robustness: 9 corruptions of 60 test digits" in proc.stderr
 
     # The headline numbers in metrics/, every corruption's accuracy (of 60 digits) in the plot's table.
     metrics = json.loads((tmp_path / "metrics/robustness.json").read_text())
