@@ -24,7 +24,7 @@ from pipeline_repo import make_tiny_repo, run  # noqa: E402
 TINY_MNIST = ROOT / "tests" / "fixtures" / "mnist-tiny"
 DEPS = "^(data|models)/"  # dependency columns: a full md5 each
 # docs/experiments.md's headline view: the dependency columns and the secondary metrics dropped.
-HEADLINE = "^(data|models)/|epochs_run|int8|heldout|mean_|corruptions|mnist_|fashion_auroc"
+HEADLINE = "^(data|models)/|epochs_run|int8|heldout|mean_|corruptions|mnist_|fashion_auroc|lowres"
 
 
 def widest(text: str) -> int:
