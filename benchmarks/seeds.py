@@ -69,16 +69,21 @@ def stage_data(
     val_y: np.ndarray,
 ) -> TrainingData:
     """What the train stage trains on (digits.train.load_training_data), from copies augmented here: each
-    copy followed by its share of data/negatives/train.npz, and with any non-digits the batch-norm
-    recalibration pictures, so the model is the 11-class one the pipeline ships. The non-digits are the
-    negatives stage's files (`dvc repro negatives`); `-S negatives.train=0` trains without them, and a
-    count below the file's takes that many of its pictures, family by family (`fewer_non_digits`)."""
+    copy followed by its share of the stage's non-digits, and with any non-digits the batch-norm
+    recalibration pictures, so the model is the 11-class one the pipeline ships. The non-digits are
+    data/negatives/train.npz (`dvc repro negatives`) when the recipe's params for them (`negatives` and
+    the degradations in `augment`) are params.yaml's, else drawn here by the stage's code for the recipe;
+    `-S negatives.train=0` trains without them, and a count below the file's takes that many of its
+    pictures, family by family (`fewer_non_digits`)."""
     from digits import paths
+    from digits.negatives import draw_splits
     from digits.splits import load_split
     from digits.train import TrainingData, batch_norm_images, with_negatives
 
     non_digits = train_x[:0]
-    if params.negatives.train:
+    if params.negatives.train and negatives_params(params) != negatives_params(load_params()):
+        non_digits = draw_splits(params, ("train",))["train"][0]
+    elif params.negatives.train:
         non_digits, families = load_split(paths.negatives("train"))
         if params.negatives.train < len(non_digits):
             non_digits = fewer_non_digits(non_digits, families, params.negatives.train, params.negatives.seed)
@@ -86,6 +91,19 @@ def stage_data(
     bn = params.train.bn_digits if len(non_digits) else 0
     bn_images = batch_norm_images(train_x[:bn], mixed, len(train_y)) if bn else None
     return TrainingData(mixed, labels, val_x, val_y, bn_images)
+
+
+def negatives_params(params: Params) -> tuple:
+    """What the negatives stage's training pictures depend on, but their count (`fewer_non_digits`)."""
+    a = params.augment
+    return (
+        params.negatives.model_copy(update={"train": 0}),
+        a.noise,
+        a.blur,
+        a.thickness,
+        a.lowres,
+        a.effects_share,
+    )
 
 
 def fewer_non_digits(images: np.ndarray, families: np.ndarray, n: int, seed: int) -> np.ndarray:

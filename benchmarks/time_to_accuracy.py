@@ -7,8 +7,10 @@
 Each `--recipe NAME` starts a recipe: params.yaml plus the `-S key=value` overrides that follow it (as in `dvc
 exp run -S`). Every recipe trains with every seed (train.seed = the seed) through the train stage's code
 (digits.train.build_and_train, selection on validation; the 11-class model with its share of
-data/negatives/train.npz, or `-S negatives.train=N` of them by family, and batch norm recalibrated, as the
-stage trains it: seeds.stage_data), on copies augmented in-process with the recipe's `augment` params.
+data/negatives/train.npz, or `-S negatives.train=N` of them by family, or the recipe's own, drawn by the
+negatives stage's code, where it changes what they depend on, e.g. `-S augment.lowres=0`; and batch norm
+recalibrated, as the stage trains it: seeds.stage_data), on copies augmented in-process with the recipe's
+`augment` params.
 Per epoch it records the training wall time so far,
 validation accuracy, and test accuracy, which is for reporting only: nothing chooses by it, and the seconds
 spent computing it are left out of the clock. Reports per recipe: train seconds (median) and their ratio to

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -32,6 +33,9 @@ from PIL import Image, ImageDraw, ImageFont
 from digits.mnistify import as_served
 from digits.parallel import map_ordered
 from digits.shapes import SIDE
+
+if TYPE_CHECKING:
+    from digits.params import Params
 
 CANVAS = 112
 FONTS_DIR = Path(__file__).parent / "fonts"
@@ -241,6 +245,40 @@ def generate_all(jobs: list[tuple[str, int, np.random.Generator]]) -> list[np.nd
 
 def _generate(job: tuple[str, int, np.random.Generator]) -> np.ndarray:
     return generate(*job)
+
+
+def draw_splits(params: Params, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, tuple]:
+    """The negatives stage's pictures: {split: (uint8 (n, 28, 28), family index (n,), {family: count})}.
+
+    train and val hold the training families only (val: other seeds); test holds `negatives.test` of every
+    family, the held-out one included. Every (split, family) draws from its own seeded generator, so a split
+    drawn alone has the bytes it has among all three. The training ones are degraded like the augmented
+    digits (`augment` params), so that a degradation never tells a digit from a non-digit.
+    """
+    from digits.augment import degrade
+    from digits.seeding import generator
+
+    p = params.negatives
+    names = list(FAMILIES)
+    trained = [f for f in names if f != p.heldout]
+    plan = {
+        "train": dict(zip(trained, spread(p.train, len(trained)), strict=True)),
+        "val": dict(zip(trained, spread(p.val, len(trained)), strict=True)),
+        "test": dict.fromkeys(names, p.test),
+    }
+    plan = {split: plan[split] for split in splits}
+    jobs = {
+        (split, f): (f, n, generator(p.seed, split, f)) for split, c in plan.items() for f, n in c.items()
+    }
+    drawn = dict(zip(jobs, generate_all(list(jobs.values())), strict=True))
+    out = {}
+    for split, counts in plan.items():
+        x = np.concatenate([drawn[split, f] for f in counts])
+        families = np.repeat([names.index(f) for f in counts], list(counts.values()))
+        if split == "train" and len(x):
+            x = degrade(x, params.augment, generator(p.seed, split, "degrade"))
+        out[split] = (x, families, counts)
+    return out
 
 
 def font_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -51,3 +51,24 @@ def test_font_digits_and_pure_noise() -> None:
     assert images.shape == (20, SIDE, SIDE) and labels.tolist() == [i % 10 for i in range(20)]
     noise = negatives.pure_noise(9, np.random.default_rng(0))
     assert noise.shape == (9, SIDE, SIDE) and noise.dtype == np.uint8 and noise.std() > 40
+
+
+def test_a_split_drawn_alone_has_the_bytes_it_has_among_all() -> None:
+    from digits.params import Params
+
+    def update(params: Params, section: str, **values) -> Params:
+        return params.model_copy(update={section: getattr(params, section).model_copy(update=values)})
+
+    params = update(Params(), "negatives", train=25, val=10, test=3)
+    every = negatives.draw_splits(params)
+    x, families, counts = negatives.draw_splits(params, ("train",))["train"]
+    np.testing.assert_array_equal(x, every["train"][0])
+    np.testing.assert_array_equal(families, every["train"][1])
+    assert sum(counts.values()) == 25 and params.negatives.heldout not in counts
+    assert set(every["test"][2]) == set(negatives.FAMILIES) and len(every["test"][0]) == 3 * len(
+        negatives.FAMILIES
+    )
+    # The training pictures are degraded as the digits are: without the degradations, other bytes.
+    plain = update(params, "augment", noise=0, blur=0, lowres=0)
+    assert not np.array_equal(negatives.draw_splits(plain, ("train",))["train"][0], x)
+    np.testing.assert_array_equal(negatives.draw_splits(plain, ("val",))["val"][0], every["val"][0])
