@@ -63,7 +63,7 @@ class AugmentParams(_Section):
     blur: Annotated[float, Field(ge=0, le=3)] = 0.7  # Gaussian blur, sigma up to this many pixels; 0 = off
     thickness: Annotated[int, Field(ge=0, le=1)] = 0  # 1: strokes 1 px thicker or thinner; 0 = off
     # Captured at low resolution: MNIST's 20 px of ink shrunk to lowres..19 px and blown up again; 0 = off.
-    lowres: Annotated[int, Field(ge=0, le=19)] = 0
+    lowres: Annotated[int, Field(ge=0, le=19)] = 14
     effects_share: Annotated[float, Field(ge=0, le=1)] = 0.3
     preview: Annotated[int, Field(ge=1, le=64)] = 12
     seed: Annotated[int, Field(ge=0)] = 42

@@ -16,7 +16,9 @@ from digits.params import AugmentParams
 from digits.plots import save_augment_preview
 
 # Geometry only: noise, blur and thickness have tests of their own below.
-OFF = AugmentParams(copies=2, rotation=0.0, zoom=0.0, shift=0.0, elastic_alpha=0.0, noise=0.0, blur=0.0)
+OFF = AugmentParams(
+    copies=2, rotation=0.0, zoom=0.0, shift=0.0, elastic_alpha=0.0, noise=0.0, blur=0.0, lowres=0
+)
 STRONG = AugmentParams(
     copies=3, rotation=15.0, zoom=0.15, shift=0.1, elastic_alpha=20.0, elastic_sigma=3.0, noise=0.0
 )
@@ -185,8 +187,8 @@ def test_preview_png(tmp_path, digits: np.ndarray) -> None:
 
 
 def test_degradations_off_leave_the_copies_as_before(digits: np.ndarray) -> None:
-    plain = AugmentParams(copies=1, noise=0.0, blur=0.0, thickness=0)
-    noisy = AugmentParams(copies=1, noise=0.4, blur=0.0, thickness=0, effects_share=0.0)
+    plain = AugmentParams(copies=1, noise=0.0, blur=0.0, thickness=0, lowres=0)
+    noisy = AugmentParams(copies=1, noise=0.4, blur=0.0, thickness=0, lowres=0, effects_share=0.0)
     a = augment(digits, plain, np.random.default_rng(0))
     b = augment(digits, noisy, np.random.default_rng(0))
     np.testing.assert_array_equal(a, b)  # the affine draws come first, and a share of 0 changes nothing
