@@ -148,7 +148,7 @@ class EvaluateParams(_Section):
 class CalibrateParams(_Section):
     # The thresholds reject this share of the validation digits (seen through the server's preprocessing):
     # `unsure` of them by their top probability, the rest by their probability of any digit.
-    false_rejection: Annotated[float, Field(ge=0, lt=1)] = 0.004
+    false_rejection: Annotated[float, Field(ge=0, lt=1)] = 0.005
     unsure: Annotated[float, Field(ge=0, lt=1)] = 0.001
     unsure_mass: Annotated[float, Field(gt=0, le=1)] = (
         0.8  # a rejected answer whose top two hold this: "unsure"
