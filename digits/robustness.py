@@ -21,8 +21,8 @@ reads every digit. Random magnitudes are drawn per digit, with a random sign whe
 
 MNIST-C's `inverse` (255 - x) is left out, as in MNIST-C's own headline set: every MNIST model fails it,
 so it would only lower the mean by a constant. The geometric ones reuse digits.augment.warp (bilinear).
-`lowres` is the capture that `augment.lowres` teaches, at 8-14 px only and with thickening and blur drawn
-per digit: it measures what that option is for (with it off, the default, the model never sees it).
+`lowres` is the capture that `augment.lowres` teaches, but coarser (8-14 px; the default teaches 14-19 px)
+and with thickening and blur drawn per digit: it measures what that option is for.
 """
 
 from __future__ import annotations
