@@ -22,12 +22,24 @@ from digits.files import write_csv, write_json
 from digits.params import Params
 
 FONT_DIGITS = NOISE = 1000  # pictures generated for each of these sets (at most openset.samples)
+# Fashion-MNIST's labels' names, by index.
+CLOTHES = (
+    "T-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 
 
 def main(params: Params) -> None:
     from digits import negatives, robustness
     from digits.confidence import Calibration, rejection_metrics
-    from digits.fashion import CLASSES
     from digits.idx import read_idx
     from digits.models import load_model
     from digits.plots import save_score_histograms
@@ -57,7 +69,7 @@ def main(params: Params) -> None:
         judged[family + held] = neg[neg_family == i]
     noise = negatives.pure_noise(min(NOISE, p.samples), generator(p.seed, "noise"))
     judged["pure noise"] = judge(model, calibration, noise)
-    clothes = {f"Fashion-MNIST {c}": judged["Fashion-MNIST"][labels == i] for i, c in enumerate(CLASSES)}
+    clothes = {f"Fashion-MNIST {c}": judged["Fashion-MNIST"][labels == i] for i, c in enumerate(CLOTHES)}
 
     def rejection(j: Judged) -> dict:
         return rejection_metrics(mnist.scores, j.scores, j.accepted) | {"n": len(j.scores)}
