@@ -30,9 +30,9 @@ from digits import paths
 from digits.idx import read_idx
 from digits.mnistify import as_served, mnistify
 from digits.runtime import bundle_calibration, load_predictor
+from digits.served import FASHION_CLASSES
 from digits.splits import load_split
 
-CLOTHES = ("T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
@@ -78,13 +78,13 @@ def main() -> None:
     answer = probs["Fashion-MNIST"].argmax(axis=1)
     clothes = {}
     print("\nFashion-MNIST accepted as a digit, per class (as which digits, most often first)")
-    for c, name in enumerate(CLOTHES):
+    for c, name in enumerate(FASHION_CLASSES):
         mine = (fashion_y == c) & accepted
         counts = np.bincount(answer[mine], minlength=10)[:10]
         taken = {str(d): int(counts[d]) for d in np.argsort(-counts, kind="stable")[:3] if counts[d]}
         clothes[name] = {"accepted": round(float(mine.sum() / (fashion_y == c).sum()), 4), "as": taken}
-        print(f"{name:9s} {clothes[name]['accepted']:6.1%}  {taken}")
-    print(f"all       {accepted.mean():6.2%}")
+        print(f"{name:10s} {clothes[name]['accepted']:6.1%}  {taken}")
+    print(f"all        {accepted.mean():6.2%}")
     if args.out:
         setup = {"bundle": str(args.bundle), "digits": args.digits, "seed": args.seed}
         result = {"setup": setup, "sweep": sweep, "fashion_accepted": round(float(accepted.mean()), 4)}

@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digits.params import Params, load_params, parse_params
 
+ROOT = Path(__file__).resolve().parent.parent
+
 if TYPE_CHECKING:
     from digits.train import TrainingData
 
@@ -93,17 +95,16 @@ def stage_data(
     return TrainingData(mixed, labels, val_x, val_y, bn_images)
 
 
-def negatives_params(params: Params) -> tuple:
-    """What the negatives stage's training pictures depend on, but their count (`fewer_non_digits`)."""
-    a = params.augment
-    return (
-        params.negatives.model_copy(update={"train": 0}),
-        a.noise,
-        a.blur,
-        a.thickness,
-        a.lowres,
-        a.effects_share,
-    )
+def negatives_params(params: Params) -> list:
+    """The params the negatives stage declares in dvc.yaml, but the count (`fewer_non_digits` takes fewer)."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["negatives"]
+    dump, values = params.model_dump(), []
+    for key in stage["params"]:
+        node = dump
+        for part in key.split("."):
+            node = node[part]
+        values.append({k: v for k, v in node.items() if k != "train"} if key == "negatives" else node)
+    return values
 
 
 def fewer_non_digits(images: np.ndarray, families: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -22,6 +22,21 @@ def served_probs(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return predict_probs(model, served)
 
 
+# Fashion-MNIST's labels' names, by index: the openset report's clothes, class by class.
+FASHION_CLASSES = (
+    "T-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+
+
 @dataclass(frozen=True)
 class Judged:
     """The served answers for a set of pictures."""

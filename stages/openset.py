@@ -22,19 +22,6 @@ from digits.files import write_csv, write_json
 from digits.params import Params
 
 FONT_DIGITS = NOISE = 1000  # pictures generated for each of these sets (at most openset.samples)
-# Fashion-MNIST's labels' names, by index.
-CLOTHES = (
-    "T-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
 
 
 def main(params: Params) -> None:
@@ -44,7 +31,7 @@ def main(params: Params) -> None:
     from digits.models import load_model
     from digits.plots import save_score_histograms
     from digits.seeding import generator
-    from digits.served import Judged, digits_report, judge
+    from digits.served import FASHION_CLASSES, Judged, digits_report, judge
     from digits.splits import load_split
 
     p = params.openset
@@ -69,7 +56,9 @@ def main(params: Params) -> None:
         judged[family + held] = neg[neg_family == i]
     noise = negatives.pure_noise(min(NOISE, p.samples), generator(p.seed, "noise"))
     judged["pure noise"] = judge(model, calibration, noise)
-    clothes = {f"Fashion-MNIST {c}": judged["Fashion-MNIST"][labels == i] for i, c in enumerate(CLOTHES)}
+    clothes = {
+        f"Fashion-MNIST {c}": judged["Fashion-MNIST"][labels == i] for i, c in enumerate(FASHION_CLASSES)
+    }
 
     def rejection(j: Judged) -> dict:
         return rejection_metrics(mnist.scores, j.scores, j.accepted) | {"n": len(j.scores)}
