@@ -74,20 +74,23 @@ def stage_data(
     copy followed by its share of the stage's non-digits, and with any non-digits the batch-norm
     recalibration pictures, so the model is the 11-class one the pipeline ships. The non-digits are
     data/negatives/train.npz (`dvc repro negatives`) when the recipe's params for them (`negatives` and
-    the degradations in `augment`) are params.yaml's, else drawn here by the stage's code for the recipe;
-    `-S negatives.train=0` trains without them, and a count below the file's takes that many of its
-    pictures, family by family (`fewer_non_digits`)."""
+    the degradations in `augment`) are params.yaml's, else drawn here by the stage's code for the recipe,
+    as they are for a count above the file's; `-S negatives.train=0` trains without them, and a count
+    below the file's takes that many of its pictures, family by family (`fewer_non_digits`)."""
     from digits import paths
     from digits.negatives import draw_splits
     from digits.splits import load_split
     from digits.train import TrainingData, batch_norm_images, with_negatives
 
     non_digits = train_x[:0]
-    if params.negatives.train and negatives_params(params) != negatives_params(load_params()):
-        non_digits = draw_splits(params, ("train",))["train"][0]
-    elif params.negatives.train:
-        non_digits, families = load_split(paths.negatives("train"))
-        if params.negatives.train < len(non_digits):
+    if params.negatives.train:
+        draw = negatives_params(params) != negatives_params(load_params())
+        if not draw:
+            non_digits, families = load_split(paths.negatives("train"))
+            draw = params.negatives.train > len(non_digits)  # more than the file holds
+        if draw:
+            non_digits = draw_splits(params, ("train",))["train"][0]
+        elif params.negatives.train < len(non_digits):
             non_digits = fewer_non_digits(non_digits, families, params.negatives.train, params.negatives.seed)
     mixed, labels = with_negatives(copies, train_y, non_digits)
     bn = params.train.bn_digits if len(non_digits) else 0

@@ -45,3 +45,6 @@ def test_a_recipe_that_changes_the_non_digits_trains_on_its_own(tmp_path, monkey
     np.testing.assert_array_equal(non_digits(params), file_x)
     other = with_overrides(params, ["augment.lowres=0"])
     np.testing.assert_array_equal(non_digits(other), draw_splits(other, ("train",))["train"][0])
+    more = with_overrides(params, ["negatives.train=30"])  # more than the file's 20: the stage's 30
+    np.testing.assert_array_equal(non_digits(more), draw_splits(more, ("train",))["train"][0])
+    assert len(non_digits(more)) == 30
