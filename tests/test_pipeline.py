@@ -18,6 +18,12 @@ pytestmark = pytest.mark.slow
 # `repo` (conftest.py): a temp git repo holding the pipeline on 600 tiny MNIST digits, after `dvc repro`.
 
 
+@pytest.fixture(scope="module")
+def baseline(repo: Path) -> None:
+    """`repo` with its first `dvc repro` committed: what later tests reset to, whichever runs first."""
+    git_commit(repo, "baseline")
+
+
 def test_repro_writes_every_output(repo: Path) -> None:
     manifest = json.loads((repo / "data/raw/manifest.json").read_text())
     assert manifest["source"] == "local"
@@ -171,9 +177,8 @@ def test_every_stage_restores_from_the_run_cache(repo: Path) -> None:
     assert up_to_date(run(repo, "dvc", "status"))
 
 
+@pytest.mark.usefixtures("baseline")
 def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
     out = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
     for stage in ["train", "evaluate", "ensemble", "robustness", "export", "submission"]:
         assert f"Running stage '{stage}'" in out
@@ -186,6 +191,7 @@ def test_exp_run_reruns_only_what_depends_on_train_params(repo: Path) -> None:
     assert epochs == 2
 
 
+@pytest.mark.usefixtures("baseline")
 def test_ensemble_without_members_is_the_main_model(repo: Path) -> None:
     run(repo, "git", "reset", "-q", "--hard")
     run(repo, "dvc", "checkout", "-f")
@@ -205,6 +211,7 @@ def test_ensemble_without_members_is_the_main_model(repo: Path) -> None:
     assert not re.search(r"\|\s+(tensorflow|keras)$", out, re.MULTILINE), "imported TensorFlow"
 
 
+@pytest.mark.usefixtures("baseline")
 def test_tta_is_reported_beside_the_plain_metrics(repo: Path) -> None:
     run(repo, "git", "reset", "-q", "--hard")
     run(repo, "dvc", "checkout", "-f")
@@ -221,6 +228,7 @@ def test_tta_is_reported_beside_the_plain_metrics(repo: Path) -> None:
     assert float(rows[-1]["tta_test_accuracy"]) == evaluate["tta_accuracy"]  # one model: the same TTA
 
 
+@pytest.mark.usefixtures("baseline")
 def test_ensemble_seeds_add_member_stages(repo: Path) -> None:
     run(repo, "git", "reset", "-q", "--hard")
     run(repo, "dvc", "checkout", "-f")
@@ -246,6 +254,7 @@ def test_ensemble_seeds_add_member_stages(repo: Path) -> None:
     assert up_to_date(run(repo, "dvc", "status"))
 
 
+@pytest.mark.usefixtures("baseline")
 def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
     # Eight flipped bytes in the cached object of a raw file: DVC checks it out again without complaint and
     # calls every stage cached, so the verify stage, which runs on every repro, must report it.
@@ -290,6 +299,7 @@ def test_damaged_raw_data_in_the_cache_is_caught(repo: Path) -> None:
     assert "up to date" in run(repo, "dvc", "status", "fetch", "preprocess")
 
 
+@pytest.mark.usefixtures("baseline")
 def test_corrections_flow_back_into_training(repo: Path, tmp_path: Path) -> None:
     """collect -> add -> repro: unused at weight 0 (nothing downstream reruns), then used by their weight,
     and `dvc diff` shows what the data gained."""
