@@ -84,11 +84,9 @@ def stage_data(
 
     non_digits = train_x[:0]
     if params.negatives.train:
-        draw = negatives_params(params) != negatives_params(load_params())
-        if not draw:
+        if negatives_params(params) == negatives_params(load_params()):
             non_digits, families = load_split(paths.negatives("train"))
-            draw = params.negatives.train > len(non_digits)  # more than the file holds
-        if draw:
+        if params.negatives.train > len(non_digits):  # the recipe's own, or more than the file holds
             non_digits = draw_splits(params, ("train",))["train"][0]
         elif params.negatives.train < len(non_digits):
             non_digits = fewer_non_digits(non_digits, families, params.negatives.train, params.negatives.seed)
